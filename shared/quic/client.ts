@@ -1,0 +1,68 @@
+/**
+ * The QUIC client endpoint: one bound UDP socket carrying one connection to a relay.
+ *
+ * @module
+ */
+import { randomBytes } from "node:crypto";
+import {
+  createConnectionState,
+  flushConnection,
+  type QuicConnection,
+  receivePacket,
+} from "./connection.ts";
+import { CONN_ID_LEN, type HostPort, quiche } from "./native.ts";
+import { createQuicConfig, type TlsMaterial, type TransportOptions } from "./tls_config.ts";
+import { openUdpSocket } from "../udp_socket.ts";
+
+/** Options for {@linkcode connectQuic}. */
+export interface QuicClientOptions extends TransportOptions {
+  /** The server's address (IP literal and port). */
+  server: HostPort;
+  /** Name the server certificate must carry (SNI and verification). */
+  serverName: string;
+  /** Client certificate, key and the CA the server certificate must chain to. */
+  tls: TlsMaterial;
+  /**
+   * Local address to bind; the unspecified address of the server's family when absent.
+   */
+  bindHost?: string;
+}
+
+/**
+ * Starts a QUIC handshake with `server` and returns the connection at once; its
+ * `onEstablished` / `onClosed` handlers report how the handshake went. The UDP socket is
+ * closed when the connection finishes.
+ *
+ * @example
+ * ```ts ignore
+ * const conn = connectQuic({ server: { host: "127.0.0.1", port: 4433 }, serverName: "localhost", tls });
+ * conn.setHandlers({ onEstablished: () => conn.sendDatagram(new Uint8Array([1])) });
+ * ```
+ */
+export function connectQuic(options: QuicClientOptions): QuicConnection {
+  const { server, serverName } = options;
+  const bindHost = options.bindHost ?? (server.host.includes(":") ? "::" : "0.0.0.0");
+  const config = createQuicConfig(options.tls, options);
+  let deliver: (packet: Uint8Array) => void = () => {};
+  const socket = openUdpSocket({
+    host: bindHost,
+    port: 0,
+    onPacket(packet, from) {
+      // Only the server may talk to this socket; anything else is injected traffic.
+      if (from.port === server.port && from.hostname === server.host) deliver(packet);
+    },
+  });
+  const local: HostPort = { host: socket.addr.hostname, port: socket.addr.port };
+  const native = quiche.Connection.connect(
+    serverName,
+    randomBytes(CONN_ID_LEN),
+    local,
+    server,
+    config,
+  );
+  const state = createConnectionState(native, local, server, socket, () => socket.close());
+  deliver = (packet) => receivePacket(state, packet);
+  // The first flight (ClientHello) goes out after the caller has set its handlers.
+  queueMicrotask(() => flushConnection(state));
+  return state.api;
+}
