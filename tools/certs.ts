@@ -1,0 +1,245 @@
+/**
+ * Creates a development CA and the certificates for mTLS between relay, connectors and agents.
+ *
+ * ```sh
+ * deno run --allow-read=certs --allow-write=certs tools/certs.ts \
+ *   --out certs --client connector-1 --client agent-alice [--relay-name relay.example.com] [--force]
+ * ```
+ *
+ * Writes `ca.pem`, `ca.key`, `relay.pem`, `relay.key`, `<client>.pem` and `<client>.key` into the
+ * output folder (keys with mode 0600). An existing CA is reused, and existing certificates are
+ * kept, so adding a client later does not invalidate the others; `--force` replaces everything.
+ * Every check runs before the first file is written. Exit codes: 0 done, 1 the folder's state
+ * prevents it (nothing written), 2 bad arguments.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import {
+  assertDnsName,
+  assertIdentityName,
+  type CertificateAndKey,
+  certificateIssuedBy,
+  createCa,
+  createClientCertificate,
+  createRelayCertificate,
+} from "../shared/identity/dev_ca.ts";
+
+const USAGE = `Usage: tools/certs.ts --out DIR [--client NAME ...] [--relay-name DNS ...] [--force]
+
+  --out DIR          folder for ca.pem/ca.key, relay.pem/relay.key and NAME.pem/NAME.key
+  --client NAME      a connector or agent identity (certificate CN); repeatable
+  --relay-name DNS   an extra DNS name for the relay certificate (besides localhost, relay); repeatable
+  --force            replace the CA and every certificate instead of reusing existing ones
+  --help             show this text`;
+
+/** What the command line asks for. */
+export interface CertsRequest {
+  /** The output folder. */
+  out: string;
+  /** Client identity names, deduplicated, in the order given. */
+  clients: string[];
+  /** Extra relay DNS names. */
+  relayNames: string[];
+  /** Replace existing files. */
+  force: boolean;
+}
+
+/** A usage error: the message is printed with the usage text and the exit code is 2. */
+export class UsageError extends Error {
+  /** @param message What is wrong with the arguments. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+// File names the CA and relay own; a client with one of these names would overwrite them.
+const RESERVED_NAMES = new Set(["ca", "relay"]);
+
+/**
+ * Parses and validates the command line.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseCertsArgs } from "./certs.ts";
+ * import { deepEqual } from "node:assert/strict";
+ *
+ * deepEqual(parseCertsArgs(["--out", "certs", "--client", "agent-1"]), {
+ *   out: "certs",
+ *   clients: ["agent-1"],
+ *   relayNames: [],
+ *   force: false,
+ * });
+ * ```
+ *
+ * @param args The arguments after the script name.
+ * @returns The request, or `null` when `--help` was asked for.
+ * @throws {UsageError} On unknown options, a missing `--out` or an invalid name.
+ */
+export function parseCertsArgs(args: string[]): CertsRequest | null {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        out: { type: "string" },
+        client: { type: "string", multiple: true },
+        "relay-name": { type: "string", multiple: true },
+        force: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  if (values.help) return null;
+  if (values.out === undefined || values.out === "") throw new UsageError("--out DIR is required");
+  const clients = [...new Set(values.client ?? [])];
+  const relayNames = [...new Set(values["relay-name"] ?? [])];
+  try {
+    for (const name of clients) {
+      assertIdentityName(name);
+      // Case-insensitive: on such file systems `CA.pem` is `ca.pem`.
+      if (RESERVED_NAMES.has(name.toLowerCase())) {
+        throw new RangeError(
+          `Cannot use client name as 'name' must not be "ca" or "relay": current value is "${name}"`,
+        );
+      }
+    }
+    for (const name of relayNames) assertDnsName(name);
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  return { out: values.out, clients, relayNames, force: values.force ?? false };
+}
+
+/** A refusal caused by the output folder's contents; exit code 1, nothing written. */
+class StateError extends Error {}
+
+interface PlannedFile {
+  path: string;
+  data: string;
+  mode: number;
+}
+
+async function readIfExists(path: string): Promise<string | null> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return null;
+    throw error;
+  }
+}
+
+/** Reads `<base>.pem` and `<base>.key`; both or neither must exist. */
+async function readPair(out: string, base: string): Promise<CertificateAndKey | null> {
+  const [cert, key] = await Promise.all([
+    readIfExists(join(out, `${base}.pem`)),
+    readIfExists(join(out, `${base}.key`)),
+  ]);
+  if (cert !== null && key !== null) return { cert, key };
+  if (cert === null && key === null) return null;
+  const [found, missing] = cert === null ? ["key", "pem"] : ["pem", "key"];
+  throw new StateError(
+    `${
+      join(out, `${base}.${found}`)
+    } exists without ${base}.${missing}: restore it or pass --force`,
+  );
+}
+
+/**
+ * Works out every file to write for `request` without writing anything.
+ *
+ * @param request The parsed command line.
+ * @returns The files to write and the existing files kept.
+ */
+async function plan(request: CertsRequest): Promise<{ write: PlannedFile[]; kept: string[] }> {
+  const { out, force } = request;
+  const write: PlannedFile[] = [];
+  const kept: string[] = [];
+  const emit = (base: string, pair: CertificateAndKey) => {
+    write.push({ path: join(out, `${base}.pem`), data: pair.cert, mode: 0o644 });
+    write.push({ path: join(out, `${base}.key`), data: pair.key, mode: 0o600 });
+  };
+
+  const existingCa = force ? null : await readPair(out, "ca");
+  const ca = existingCa ?? await createCa();
+  if (existingCa === null) emit("ca", ca);
+  else kept.push(join(out, "ca.pem"));
+
+  const leaves: [string, () => Promise<CertificateAndKey>][] = [
+    ["relay", () => createRelayCertificate(ca, { dnsNames: request.relayNames })],
+    ...request.clients.map((name): [string, () => Promise<CertificateAndKey>] => [
+      name,
+      () => createClientCertificate(ca, name),
+    ]),
+  ];
+  for (const [base, issue] of leaves) {
+    const existing = force ? null : await readPair(out, base);
+    if (existing === null) {
+      emit(base, await issue());
+    } else if (await certificateIssuedBy(existing.cert, ca.cert)) {
+      kept.push(join(out, `${base}.pem`));
+    } else {
+      // Kept as is it would fail every handshake; replacing it silently could break a deployment.
+      throw new StateError(
+        `${join(out, `${base}.pem`)} was not issued by ${join(out, "ca.pem")}: ` +
+          `remove it or pass --force`,
+      );
+    }
+  }
+  return { write, kept };
+}
+
+async function writeFile(file: PlannedFile): Promise<void> {
+  // Removed first so the mode applies: `mode` only takes effect when a file is created, and an
+  // old key file might be readable by others.
+  await Deno.remove(file.path).catch((error) => {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  });
+  await Deno.writeTextFile(file.path, file.data, { mode: file.mode, createNew: true });
+}
+
+/**
+ * Runs the command and returns its exit code.
+ *
+ * @param args The arguments after the script name.
+ * @returns 0 on success, 1 when the output folder's state prevents it, 2 on bad arguments.
+ */
+export async function main(args: string[]): Promise<number> {
+  let request: CertsRequest | null;
+  try {
+    request = parseCertsArgs(args);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`certs: ${error.message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (request === null) {
+    console.log(USAGE);
+    return 0;
+  }
+  try {
+    await Deno.mkdir(request.out, { recursive: true });
+    const { write, kept } = await plan(request);
+    for (const file of write) {
+      await writeFile(file);
+      console.log(`wrote ${file.path}`);
+    }
+    for (const path of kept) console.error(`kept ${path} (exists; --force replaces it)`);
+    return 0;
+  } catch (error) {
+    if (error instanceof StateError || error instanceof RangeError) {
+      console.error(`certs: ${error.message}`);
+      return 1;
+    }
+    throw error;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
