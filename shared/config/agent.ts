@@ -1,0 +1,71 @@
+/**
+ * Config schema of the agent.
+ *
+ * @module
+ */
+import { z } from "zod";
+import {
+  formatHostPort,
+  hostPortSchema,
+  metricsAddressSchema,
+  serviceUrlSchema,
+} from "./address.ts";
+import {
+  clientTlsSchema,
+  dialerFields,
+  lifecycleFields,
+  logLevelSchema,
+  serviceNameSchema,
+} from "./common.ts";
+
+/**
+ * Zod schema of the agent config (JSON keys are snake_case; unknown keys are errors).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { agentConfigSchema } from "./agent.ts";
+ *
+ * const config = agentConfigSchema.parse({
+ *   relays: ["127.0.0.1:4433"],
+ *   tls: { cert: "c.pem", key: "k.pem", ca: "ca.pem" },
+ *   forwards: [{ listen: "udp://127.0.0.1:5353", service: "dns" }],
+ * });
+ * assert.equal(config.metrics, null);
+ * assert.equal(config.forwards[0].listen.port, 5353);
+ * ```
+ */
+export const agentConfigSchema = z.object({
+  /** Relays to dial. */
+  relays: z.array(hostPortSchema).min(1, { error: "at least one relay is required" }),
+  /** Metrics/health listener, or null when "off". */
+  metrics: metricsAddressSchema.prefault("off"),
+  tls: clientTlsSchema,
+  /** Local listeners, each forwarding to one service behind the relay. */
+  forwards: z.array(
+    z.object({
+      listen: serviceUrlSchema,
+      service: serviceNameSchema,
+    }).strict(),
+  ).min(1, { error: "at least one forward is required" }).superRefine((forwards, ctx) => {
+    // Two forwards on one socket would fail at bind time; say so at load time instead.
+    const seen = new Set<string>();
+    forwards.forEach(({ listen }, index) => {
+      const key = `${listen.protocol}://${formatHostPort(listen)}`;
+      if (listen.port !== 0 && seen.has(key)) {
+        ctx.addIssue({
+          code: "custom",
+          path: [index, "listen"],
+          message: `duplicate listen address ${key}`,
+        });
+      }
+      seen.add(key);
+    });
+  }),
+  log_level: logLevelSchema,
+  ...lifecycleFields,
+  ...dialerFields,
+}).strict();
+
+/** The agent config after parsing and defaults. */
+export type AgentConfig = z.infer<typeof agentConfigSchema>;

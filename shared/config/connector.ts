@@ -1,0 +1,58 @@
+/**
+ * Config schema of the connector.
+ *
+ * @module
+ */
+import { z } from "zod";
+import { hostPortSchema, metricsAddressSchema, serviceUrlSchema } from "./address.ts";
+import {
+  clientTlsSchema,
+  dialerFields,
+  lifecycleFields,
+  logLevelSchema,
+  serviceNameSchema,
+} from "./common.ts";
+
+/**
+ * Zod schema of the connector config (JSON keys are snake_case; unknown keys are errors).
+ *
+ * A service maps to one backend URL or a list of them (e.g. UDP and TCP on port 53); the parsed
+ * value is always a list.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connectorConfigSchema } from "./connector.ts";
+ *
+ * const config = connectorConfigSchema.parse({
+ *   relays: ["127.0.0.1:4433"],
+ *   tls: { cert: "c.pem", key: "k.pem", ca: "ca.pem" },
+ *   services: { echo: "udp://127.0.0.1:7" },
+ * });
+ * assert.deepEqual(config.services.echo, [{ protocol: "udp", host: "127.0.0.1", port: 7 }]);
+ * assert.equal(config.tls.server_name, "localhost");
+ * ```
+ */
+export const connectorConfigSchema = z.object({
+  /** Relays to dial; the connector keeps a connection to each. */
+  relays: z.array(hostPortSchema).min(1, { error: "at least one relay is required" }),
+  /** Metrics/health listener, or null when "off". */
+  metrics: metricsAddressSchema.prefault("127.0.0.1:9091"),
+  tls: clientTlsSchema,
+  /** Services this connector offers, by name, with their backend addresses. */
+  services: z.record(
+    serviceNameSchema,
+    z.preprocess(
+      (value) => typeof value === "string" ? [value] : value,
+      z.array(serviceUrlSchema).min(1, { error: "at least one backend URL is required" }),
+    ),
+  ).refine((services) => Object.keys(services).length > 0, {
+    error: "at least one service is required",
+  }),
+  log_level: logLevelSchema,
+  ...lifecycleFields,
+  ...dialerFields,
+}).strict();
+
+/** The connector config after parsing and defaults. */
+export type ConnectorConfig = z.infer<typeof connectorConfigSchema>;

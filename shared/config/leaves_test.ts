@@ -1,0 +1,48 @@
+import assert from "node:assert/strict";
+import { configLeaves, parseLeafText } from "./leaves.ts";
+import { relayConfigSchema } from "./relay.ts";
+import { agentConfigSchema } from "./agent.ts";
+
+Deno.test("configLeaves()", async (t) => {
+  await t.step("walks nested objects; records and arrays are leaves", () => {
+    const leaves = configLeaves(relayConfigSchema);
+    assert.deepEqual(leaves.map((l) => [l.name, l.env, l.kind, l.required]), [
+      ["listen", "ZTNA_LISTEN", "string", false],
+      ["metrics", "ZTNA_METRICS", "string", false],
+      ["tls.cert", "ZTNA_TLS_CERT", "string", true],
+      ["tls.key", "ZTNA_TLS_KEY", "string", true],
+      ["tls.ca", "ZTNA_TLS_CA", "string", true],
+      ["services", "ZTNA_SERVICES", "json", false],
+      ["log_level", "ZTNA_LOG_LEVEL", "string", false],
+      ["idle_timeout_ms", "ZTNA_IDLE_TIMEOUT_MS", "number", false],
+      ["drain_ms", "ZTNA_DRAIN_MS", "number", false],
+      ["shutdown_timeout_ms", "ZTNA_SHUTDOWN_TIMEOUT_MS", "number", false],
+      ["limits.max_connections", "ZTNA_LIMITS_MAX_CONNECTIONS", "number", false],
+      ["limits.flows_per_connection", "ZTNA_LIMITS_FLOWS_PER_CONNECTION", "number", false],
+      [
+        "limits.handshakes_per_second_per_ip",
+        "ZTNA_LIMITS_HANDSHAKES_PER_SECOND_PER_IP",
+        "number",
+        false,
+      ],
+      ["limits.max_frame_bytes", "ZTNA_LIMITS_MAX_FRAME_BYTES", "number", false],
+    ]);
+  });
+
+  await t.step("lists of strings and lists of objects differ", () => {
+    const kinds = Object.fromEntries(configLeaves(agentConfigSchema).map((l) => [l.name, l.kind]));
+    assert.equal(kinds.relays, "list");
+    assert.equal(kinds.forwards, "json");
+    assert.equal(kinds["tls.server_name"], "string");
+  });
+});
+
+Deno.test("parseLeafText()", () => {
+  assert.equal(parseLeafText("number", "10"), 10);
+  assert.equal(parseLeafText("number", "ten"), "ten");
+  assert.equal(parseLeafText("boolean", "true"), true);
+  assert.equal(parseLeafText("string", "[1]"), "[1]");
+  assert.deepEqual(parseLeafText("json", '{"a":1}'), { a: 1 });
+  assert.deepEqual(parseLeafText("list", '["a:1","b:2"]'), ["a:1", "b:2"]);
+  assert.deepEqual(parseLeafText("list", "a:1, b:2"), ["a:1", "b:2"]);
+});

@@ -1,0 +1,85 @@
+/**
+ * UDP payloads over DATAGRAM frames for one connection, at the edges of the tunnel (agent
+ * and connector): fragmenting payloads larger than one frame on the way in and
+ * reassembling them on the way out. The relay never uses this: it forwards frames as they are.
+ *
+ * @module
+ */
+import type { QuicConnection } from "./quic/mod.ts";
+import { encodeFragments, frameCount, MAX_FRAGMENTS, parseDatagram } from "./protocol/datagram.ts";
+import { createReassembler, type Reassembler, type ReassemblerOptions } from "./protocol/reassembly.ts";
+
+/** Why a payload did not make it into, or out of, the tunnel. */
+export type DatagramDropReason = "queue_full" | "too_large" | "not_ready" | "malformed";
+
+/** The per-connection DATAGRAM codec of an agent or connector. */
+export interface FlowDatagrams {
+  /**
+   * Sends one UDP payload on `flow`; returns null when sent, else why it was dropped.
+   * The payload may be reused as soon as this returns.
+   */
+  send(flow: number, payload: Uint8Array): DatagramDropReason | null;
+  /**
+   * Decodes one received frame; calls `deliver` with a complete payload (only valid during
+   * the call) or returns why the frame was dropped. Returns null when the frame was taken
+   * (delivered, or held waiting for more fragments).
+   */
+  receive(
+    frame: Uint8Array,
+    deliver: (flow: number, payload: Uint8Array) => void,
+  ): DatagramDropReason | null;
+  /** Forgets a closed flow's partial datagrams. */
+  dropFlow(flow: number): void;
+  /** The reassembler (for its drop counters and pending bytes). */
+  readonly reassembler: Reassembler;
+}
+
+/**
+ * Creates the DATAGRAM codec for `conn`.
+ *
+ * @example
+ * ```ts ignore
+ * const datagrams = createFlowDatagrams(conn, { maxBytes: 4 << 20, timeoutMs: 2000 });
+ * datagrams.send(7, payload);
+ * ```
+ */
+export function createFlowDatagrams(
+  conn: QuicConnection,
+  reassembly: ReassemblerOptions = {},
+): FlowDatagrams {
+  const reassembler = createReassembler(reassembly);
+  const scratch = new Uint8Array(2048);
+  let nextDatagramId = 0;
+  let dropped = false;
+  const emit = (frame: Uint8Array) => {
+    if (!conn.sendDatagram(frame)) dropped = true;
+  };
+
+  return {
+    send(flow, payload) {
+      const maxFrame = conn.maxDatagramSize();
+      if (maxFrame === null || conn.closed) return "not_ready";
+      const frames = frameCount(flow, payload.length, maxFrame);
+      if (frames > MAX_FRAGMENTS) return "too_large";
+      if (conn.datagramQueueFull()) return "queue_full";
+      const datagramId = nextDatagramId;
+      if (frames > 1) nextDatagramId = (nextDatagramId + 1) & 0xffff;
+      dropped = false;
+      encodeFragments(flow, datagramId, payload, maxFrame, scratch, emit);
+      // A fragment that did not fit makes the whole datagram undeliverable; the far end's
+      // reassembly times out and counts it there too.
+      return dropped ? "queue_full" : null;
+    },
+    receive(frame, deliver) {
+      const view = parseDatagram(frame, frame.length);
+      if (view === null) return "malformed";
+      const payload = reassembler.add(view.flow, view, frame);
+      if (payload !== null) deliver(view.flow, payload);
+      return null;
+    },
+    dropFlow(flow) {
+      reassembler.dropFlow(flow);
+    },
+    reassembler,
+  };
+}
