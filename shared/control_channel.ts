@@ -63,8 +63,7 @@ export function createControlChannel(
   conn: QuicConnection,
   options: ControlChannelOptions,
 ): ControlChannel {
-  const { onMessage, onProtocolError, maxFrameBytes = 65_536, maxPendingBytes = 1 << 20 } =
-    options;
+  const { onMessage, onProtocolError, maxFrameBytes = 65_536, maxPendingBytes = 1 << 20 } = options;
   const decoder = createControlDecoder({ maxFrameBytes });
   const readBuffer = new Uint8Array(16_384);
   const pending: Uint8Array[] = [];

@@ -7,7 +7,12 @@
  */
 import type { QuicConnection } from "./quic/mod.ts";
 import { encodeFragments, frameCount, MAX_FRAGMENTS, parseDatagram } from "./protocol/datagram.ts";
-import { createReassembler, type Reassembler, type ReassemblerOptions } from "./protocol/reassembly.ts";
+import {
+  createReassembler,
+  type Reassembler,
+  type ReassemblerOptions,
+  type ReassemblyDropReason,
+} from "./protocol/reassembly.ts";
 
 /** Why a payload did not make it into, or out of, the tunnel. */
 export type DatagramDropReason = "queue_full" | "too_large" | "not_ready" | "malformed";
@@ -30,6 +35,11 @@ export interface FlowDatagrams {
   ): DatagramDropReason | null;
   /** Forgets a closed flow's partial datagrams. */
   dropFlow(flow: number): void;
+  /**
+   * Drops expired partial datagrams and reports reassembly drops counted since the last
+   * call, as `reassembly_<reason>`, for the component's drop metric.
+   */
+  sweep(report: (reason: string, count: number) => void): void;
   /** The reassembler (for its drop counters and pending bytes). */
   readonly reassembler: Reassembler;
 }
@@ -51,6 +61,12 @@ export function createFlowDatagrams(
   const scratch = new Uint8Array(2048);
   let nextDatagramId = 0;
   let dropped = false;
+  const reported: Record<ReassemblyDropReason, number> = {
+    timeout: 0,
+    over_budget: 0,
+    inconsistent: 0,
+    duplicate: 0,
+  };
   const emit = (frame: Uint8Array) => {
     if (!conn.sendDatagram(frame)) dropped = true;
   };
@@ -79,6 +95,15 @@ export function createFlowDatagrams(
     },
     dropFlow(flow) {
       reassembler.dropFlow(flow);
+    },
+    sweep(report) {
+      reassembler.sweep();
+      const drops = reassembler.drops;
+      for (const reason of Object.keys(reported) as ReassemblyDropReason[]) {
+        const delta = drops[reason] - reported[reason];
+        if (delta > 0) report(`reassembly_${reason}`, delta);
+        reported[reason] = drops[reason];
+      }
     },
     reassembler,
   };

@@ -6,12 +6,15 @@
  */
 import { type Backoff, createBackoff, sleep } from "./backoff.ts";
 import { CONTROL_STREAM_ID, type ControlChannel, createControlChannel } from "./control_channel.ts";
+import { formatHostPort } from "./config/address.ts";
 import type { Logger } from "./log.ts";
+import { resolveHost } from "./resolve_host.ts";
 import { type ControlMessage, PROTOCOL_VERSION } from "./protocol/control.ts";
 import {
-  type CloseInfo,
   CloseCode,
+  type CloseInfo,
   connectQuic,
+  describeClose,
   type HostPort,
   type QuicConnection,
   type TlsMaterial,
@@ -45,8 +48,11 @@ export interface RelayLinkHandlers {
 
 /** Options for {@linkcode runRelayLink}. */
 export interface RelayLinkOptions {
-  /** The relay as configured (`host:port`, host may be a DNS name). */
-  relay: HostPort;
+  /**
+   * Relays as configured (host may be a DNS name). The link holds one session at a time
+   * and moves to the next relay of the list after a failure or a `draining` notice.
+   */
+  relays: HostPort[];
   /** Name verified on the relay certificate. */
   serverName: string;
   /** Our role in `hello`. */
@@ -67,27 +73,17 @@ export interface RelayLinkOptions {
   onReconnect?: () => void;
 }
 
-/** Resolves a configured host to the IP literal a UDP socket and quiche need. */
-export async function resolveHost(host: string): Promise<string> {
-  if (/^[\d.]+$/.test(host) || host.includes(":")) return host;
-  if (host === "localhost") return "127.0.0.1";
-  const addresses = await Deno.resolveDns(host, "A").catch(() => [] as string[]);
-  if (addresses.length > 0) return addresses[0];
-  const v6 = await Deno.resolveDns(host, "AAAA").catch(() => [] as string[]);
-  if (v6.length > 0) return v6[0];
-  throw new Error(`cannot resolve relay host ${host}`);
-}
-
 /**
  * Keeps a session to one relay up until `signal` aborts. Resolves after the final session
  * has closed.
  */
 export async function runRelayLink(options: RelayLinkOptions): Promise<void> {
-  const { relay, signal, logger, handlers } = options;
+  const { relays, signal, logger } = options;
   const backoff = options.backoff ?? createBackoff();
-  const label = `${relay.host}:${relay.port}`;
   let attempt = 0;
   while (!signal.aborted) {
+    const relay = relays[attempt % relays.length];
+    const label = formatHostPort(relay);
     if (attempt++ > 0) options.onReconnect?.();
     let host: string;
     try {
@@ -99,6 +95,8 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<void> {
     }
     const outcome = await runSession(options, { host, port: relay.port }, label, backoff);
     if (signal.aborted) break;
+    // A draining relay asked us to go elsewhere now; other failures wait out the backoff
+    // (with several relays the next attempt already goes to another one).
     const delay = outcome === "draining" ? 0 : backoff.next();
     logger.info("relay link down, redialing", { relay: label, reason: outcome, delay_ms: delay });
     if (!await sleep(delay, signal)) break;
@@ -130,7 +128,6 @@ function runSession(
     let up = false;
     let endReason = "closed";
     let pingSeq = 0;
-    let channel: ControlChannel;
     const session: RelaySession = {
       relay: label,
       conn,
@@ -144,7 +141,7 @@ function runSession(
     const onAbort = () => conn.close(CloseCode.NO_ERROR, "shutdown");
     signal.addEventListener("abort", onAbort, { once: true });
 
-    channel = createControlChannel(conn, {
+    const channel: ControlChannel = createControlChannel(conn, {
       onMessage(message) {
         if (!up) {
           if (message.type !== "hello" || message.role !== "relay") {
@@ -214,27 +211,4 @@ function runSession(
       },
     });
   });
-}
-
-/** A one-line explanation of a close, for logs and `onDown`. */
-export function describeClose(info: CloseInfo, fallback: string): string {
-  if (info.timedOut) return "idle timeout";
-  const error = info.peer ?? info.local;
-  if (error === null) return fallback;
-  const side = info.peer ? "relay" : "local";
-  if (!error.isApp && error.code >= 0x100 && error.code < 0x200) {
-    return `${side} TLS alert ${error.code - 0x100}${tlsAlertName(error.code - 0x100)}`;
-  }
-  return `${side} closed: code ${error.code}${error.reason ? ` (${error.reason})` : ""}`;
-}
-
-function tlsAlertName(alert: number): string {
-  const names: Record<number, string> = {
-    42: " bad_certificate",
-    45: " certificate_expired",
-    46: " certificate_unknown",
-    48: " unknown_ca",
-    116: " certificate_required",
-  };
-  return names[alert] ?? "";
 }

@@ -66,7 +66,7 @@ export interface OpsListenerOptions {
    */
   closeTimeoutMs?: number;
   /** Called once per rejected request (400/408/431/505) so the component can count it. */
-  onBadRequest?: (reason: string) => void;
+  onBadRequest?: (reason: string, status: number) => void;
 }
 
 /** A running ops listener. */
@@ -170,7 +170,7 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
 
   function reportBadRequest(conn: Deno.Conn, status: number, reason: string): void {
     try {
-      onBadRequest?.(reason);
+      onBadRequest?.(reason, status);
     } catch (error) {
       debug("onBadRequest callback failed", { error: String(error) });
     }

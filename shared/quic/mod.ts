@@ -12,6 +12,7 @@ export {
   type ConnectionHandlers,
   type QuicConnection,
 } from "./connection.ts";
+export { describeClose, handshakeFailureReason, tlsAlertName } from "./close_reason.ts";
 export { ALPN, type HostPort } from "./native.ts";
 export {
   type PacketDropReason,

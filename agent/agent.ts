@@ -1,0 +1,330 @@
+/**
+ * The agent: binds each configured local listen address, and for every local client
+ * (source address) opens a flow to the forward's service through the relay, then carries
+ * UDP payloads both ways. Several local applications can share one listen port: each
+ * source address is its own flow.
+ *
+ * @module
+ */
+import { formatHostPort } from "../shared/config/address.ts";
+import type { AgentConfig } from "../shared/config/mod.ts";
+import { createFlowDatagrams, type FlowDatagrams } from "../shared/flow_datagrams.ts";
+import { type Logger, rateLimitedLog } from "../shared/log.ts";
+import type { ControlMessage } from "../shared/protocol/control.ts";
+import type { TlsMaterial } from "../shared/quic/mod.ts";
+import { type RelaySession, runRelayLink } from "../shared/relay_link.ts";
+import { openUdpSocket, type UdpSocket, type UdpTarget, udpTarget } from "../shared/udp_socket.ts";
+import type { AgentMetrics } from "./metrics.ts";
+
+/** Payloads held per client while its flow is being opened. */
+const MAX_QUEUED = 64;
+/** How long a refused client is refused locally before asking the relay again. */
+const REFUSAL_HOLD_MS = 1000;
+
+/** One local client of a forward (a source address on the listen socket). */
+interface ClientFlow {
+  key: string;
+  forward: Forward;
+  target: UdpTarget;
+  /** Relay-assigned flow id once opened. */
+  flow: number | null;
+  request: number;
+  session: RelaySession | null;
+  queue: Uint8Array[];
+  openedAt: number;
+  refusedUntil: number;
+  lastActive: number;
+}
+
+/** A bound forward: local socket plus the service it reaches. */
+interface Forward {
+  service: string;
+  listen: string;
+  socket: UdpSocket;
+  clients: Map<string, ClientFlow>;
+}
+
+/** A running agent. */
+export interface Agent {
+  /** Bound local addresses, e.g. `udp://127.0.0.1:5353`. */
+  readonly listening: string[];
+  /** True while connected to a relay. */
+  isReady(): boolean;
+  /** Live state for `/health`. */
+  health(): Record<string, unknown>;
+  /** Replaces the TLS material used for the next dials. */
+  setTls(tls: TlsMaterial): void;
+  /** Graceful shutdown: stop accepting local traffic, close flows, close the session. */
+  drain(drainMs: number): Promise<void>;
+}
+
+/** What the agent needs besides its config. */
+export interface AgentDeps {
+  logger: Logger;
+  metrics: AgentMetrics;
+  tls: TlsMaterial;
+  /** Called whenever a relay session comes up. */
+  onConnected?: () => void;
+}
+
+/** Starts the agent described by `config`. */
+export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
+  const { logger, metrics } = deps;
+  let tls = deps.tls;
+  const stop = new AbortController();
+  let session: RelaySession | null = null;
+  let datagrams: FlowDatagrams | null = null;
+  let nextRequest = 1;
+  let draining = false;
+  const byRequest = new Map<number, ClientFlow>();
+  const byFlow = new Map<number, ClientFlow>();
+  const limitLog = rateLimitedLog(5000);
+
+  const forwards: Forward[] = config.forwards
+    .filter((f) => f.listen.protocol === "udp")
+    .map(({ listen, service }) => {
+      const forward: Forward = {
+        service,
+        listen: "",
+        socket: undefined as unknown as UdpSocket,
+        clients: new Map(),
+      };
+      forward.socket = openUdpSocket({
+        host: listen.host,
+        port: listen.port,
+        onPacket: (data, from) => fromLocal(forward, data, from),
+        onError(error, during) {
+          limitLog(
+            `socket:${service}`,
+            (suppressed) =>
+              logger.warn("local socket error", { service, during, error, suppressed }),
+          );
+        },
+      });
+      forward.listen = `udp://${
+        formatHostPort({ host: forward.socket.addr.hostname, port: forward.socket.addr.port })
+      }`;
+      return forward;
+    });
+
+  function fromLocal(forward: Forward, data: Uint8Array, from: Deno.NetAddr): void {
+    if (draining) {
+      metrics.drops.inc({ reason: "draining" });
+      return;
+    }
+    const key = `${from.hostname}|${from.port}`;
+    const now = Date.now();
+    let client = forward.clients.get(key);
+    if (client === undefined) {
+      client = {
+        key,
+        forward,
+        target: udpTarget(from.hostname, from.port),
+        flow: null,
+        request: 0,
+        session: null,
+        queue: [],
+        openedAt: 0,
+        refusedUntil: 0,
+        lastActive: now,
+      };
+      forward.clients.set(key, client);
+    }
+    client.lastActive = now;
+    if (client.flow !== null && client.session === session && datagrams !== null) {
+      const dropped = datagrams.send(client.flow, data);
+      if (dropped !== null) {
+        metrics.drops.inc({ reason: dropped });
+        return;
+      }
+      metrics.datagrams.inc({ direction: "to_relay" });
+      metrics.bytes.inc({ direction: "to_relay" }, data.length);
+      return;
+    }
+    if (client.refusedUntil > now) {
+      metrics.drops.inc({ reason: "refused" });
+      return;
+    }
+    if (session === null) {
+      metrics.drops.inc({ reason: "not_connected" });
+      return;
+    }
+    if (client.queue.length >= MAX_QUEUED) {
+      metrics.drops.inc({ reason: "open_queue_full" });
+      return;
+    }
+    client.queue.push(data.slice());
+    if (client.request === 0 || client.session !== session) requestFlow(client, session);
+  }
+
+  function requestFlow(client: ClientFlow, current: RelaySession): void {
+    client.request = nextRequest++;
+    client.session = current;
+    client.flow = null;
+    client.openedAt = performance.now();
+    byRequest.set(client.request, client);
+    current.send({
+      type: "open",
+      id: client.request,
+      service: client.forward.service,
+      protocol: "udp",
+    });
+  }
+
+  function onControl(message: ControlMessage): void {
+    switch (message.type) {
+      case "opened": {
+        const client = byRequest.get(message.id);
+        if (client === undefined) return;
+        byRequest.delete(message.id);
+        client.flow = message.flow;
+        byFlow.set(message.flow, client);
+        metrics.flowsOpened.inc({ protocol: "udp" });
+        metrics.flowsActive.inc({ protocol: "udp" });
+        metrics.flowSetup.observe((performance.now() - client.openedAt) / 1000);
+        logger.debug("flow opened", { service: client.forward.service, flow: message.flow });
+        for (const payload of client.queue) {
+          const dropped = datagrams?.send(message.flow, payload) ?? "not_ready";
+          if (dropped !== null) metrics.drops.inc({ reason: dropped });
+          else {
+            metrics.datagrams.inc({ direction: "to_relay" });
+            metrics.bytes.inc({ direction: "to_relay" }, payload.length);
+          }
+        }
+        client.queue = [];
+        return;
+      }
+      case "refused": {
+        const client = byRequest.get(message.id);
+        if (client === undefined) return;
+        byRequest.delete(message.id);
+        metrics.flowRefusals.inc({ reason: message.reason });
+        metrics.drops.inc({ reason: "refused" }, client.queue.length);
+        client.queue = [];
+        client.request = 0;
+        client.refusedUntil = Date.now() + REFUSAL_HOLD_MS;
+        logger.error("relay refused flow", {
+          service: client.forward.service,
+          reason: message.reason,
+          detail: message.message,
+        });
+        return;
+      }
+      case "close": {
+        const client = byFlow.get(message.flow);
+        if (client !== undefined) forgetClient(client, false);
+        return;
+      }
+      case "service_down":
+      case "service_up":
+        logger.info(message.type.replace("_", " "), { service: message.service });
+        return;
+      default:
+        return;
+    }
+  }
+
+  function forgetClient(client: ClientFlow, notify: boolean): void {
+    client.forward.clients.delete(client.key);
+    if (client.request !== 0) byRequest.delete(client.request);
+    if (client.flow !== null) {
+      byFlow.delete(client.flow);
+      datagrams?.dropFlow(client.flow);
+      metrics.flowsActive.dec({ protocol: "udp" });
+      if (notify && client.session === session) {
+        session?.send({ type: "close", flow: client.flow, reason: "idle" });
+      }
+    }
+  }
+
+  const link = runRelayLink({
+    relays: config.relays,
+    serverName: config.tls.server_name,
+    role: "agent",
+    tls: () => tls,
+    idleTimeoutMs: config.idle_timeout_ms,
+    signal: stop.signal,
+    logger,
+    onReconnect: () => metrics.reconnects.inc(),
+    handlers: {
+      onUp(up) {
+        session = up;
+        datagrams = createFlowDatagrams(up.conn, {
+          maxBytes: config.reassembly.max_bytes,
+          timeoutMs: config.reassembly.timeout_ms,
+        });
+        metrics.relayConnected.set(1);
+        deps.onConnected?.();
+      },
+      onMessage: (_session, message) => onControl(message),
+      onDatagram(_session, frame) {
+        const dropped = datagrams?.receive(frame, (flow, payload) => {
+          const client = byFlow.get(flow);
+          if (client === undefined) {
+            metrics.drops.inc({ reason: "unknown_flow" });
+            return;
+          }
+          client.lastActive = Date.now();
+          client.forward.socket.send(payload, client.target);
+          metrics.datagrams.inc({ direction: "from_relay" });
+          metrics.bytes.inc({ direction: "from_relay" }, payload.length);
+        });
+        if (dropped) metrics.drops.inc({ reason: dropped });
+      },
+      onDown(_session, reason) {
+        session = null;
+        datagrams = null;
+        metrics.relayConnected.set(0);
+        // Flows belonged to that session; clients re-open on their next packet.
+        for (const forward of forwards) {
+          for (const client of [...forward.clients.values()]) forgetClient(client, false);
+        }
+        logger.warn("relay session lost", { reason });
+      },
+    },
+  });
+
+  const sweeper = setInterval(() => {
+    const idleBefore = Date.now() - config.flow_idle_ms;
+    for (const forward of forwards) {
+      for (const client of [...forward.clients.values()]) {
+        if (client.lastActive < idleBefore) forgetClient(client, true);
+      }
+    }
+    datagrams?.sweep((reason, count) => metrics.drops.inc({ reason }, count));
+  }, Math.min(1000, config.flow_idle_ms));
+
+  return {
+    listening: forwards.map((f) => f.listen),
+    isReady: () => session !== null,
+    health() {
+      return {
+        role: "agent",
+        relay: session?.relay ?? null,
+        forwards: forwards.map((f) => ({
+          listen: f.listen,
+          service: f.service,
+          flows: f.clients.size,
+        })),
+      };
+    },
+    setTls(next) {
+      tls = next;
+    },
+    async drain(drainMs) {
+      draining = true;
+      for (const forward of forwards) forward.socket.close();
+      // Local clients cannot be told to stop; give replies in flight a short moment.
+      const deadline = Date.now() + Math.min(drainMs, 500);
+      while (Date.now() < deadline && byRequest.size > 0) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      clearInterval(sweeper);
+      for (const forward of forwards) {
+        for (const client of [...forward.clients.values()]) forgetClient(client, true);
+      }
+      stop.abort();
+      await link;
+    },
+  };
+}

@@ -1,0 +1,315 @@
+/**
+ * The connector: dials out to every relay of its list, registers its services, and for
+ * each flow a relay opens, forwards UDP payloads between the tunnel and the backend.
+ * Only the backend's own address may answer on a flow's socket (UDP source validation).
+ *
+ * @module
+ */
+import { formatHostPort } from "../shared/config/address.ts";
+import type { ConnectorConfig } from "../shared/config/mod.ts";
+import { createFlowDatagrams, type FlowDatagrams } from "../shared/flow_datagrams.ts";
+import { type Logger, rateLimitedLog } from "../shared/log.ts";
+import type { ControlMessage, OpenMessage, ServiceProtocol } from "../shared/protocol/control.ts";
+import type { TlsMaterial } from "../shared/quic/mod.ts";
+import { type RelaySession, runRelayLink } from "../shared/relay_link.ts";
+import { resolveHost } from "../shared/resolve_host.ts";
+import { openUdpSocket, type UdpSocket, type UdpTarget, udpTarget } from "../shared/udp_socket.ts";
+import type { ConnectorMetrics } from "./metrics.ts";
+
+/** A flow to a backend, opened by a relay. */
+interface BackendFlow {
+  id: number;
+  service: string;
+  protocol: ServiceProtocol;
+  socket: UdpSocket;
+  target: UdpTarget;
+  lastActive: number;
+}
+
+/** Per-relay state. */
+interface RelayState {
+  session: RelaySession;
+  datagrams: FlowDatagrams;
+  flows: Map<number, BackendFlow>;
+  registered: boolean;
+}
+
+/** A running connector. */
+export interface Connector {
+  /** True when registered with at least one relay. */
+  isReady(): boolean;
+  /** Live state for `/health`. */
+  health(): Record<string, unknown>;
+  /** Replaces the TLS material used for the next dials (rotation). */
+  setTls(tls: TlsMaterial): void;
+  /**
+   * Graceful shutdown: deregister everywhere, let flows run for up to `drainMs`, then
+   * close every relay session with NO_ERROR.
+   */
+  drain(drainMs: number): Promise<void>;
+}
+
+/** What the connector needs besides its config. */
+export interface ConnectorDeps {
+  logger: Logger;
+  metrics: ConnectorMetrics;
+  tls: TlsMaterial;
+  /** Called whenever a relay accepts our registration. */
+  onRegistered?: () => void;
+}
+
+/** Starts the connector described by `config`. */
+export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Connector {
+  const { logger, metrics } = deps;
+  let tls = deps.tls;
+  const stop = new AbortController();
+  const relays = new Set<RelayState>();
+  const bySession = new Map<RelaySession, RelayState>();
+  const limitLog = rateLimitedLog(5000);
+  const links: Promise<void>[] = [];
+  let draining = false;
+
+  const offers = Object.entries(config.services).flatMap(([name, urls]) =>
+    [...new Set(urls.map((url) => url.protocol))].map((protocol) => ({ name, protocol }))
+  );
+
+  for (const relay of config.relays) {
+    links.push(runRelayLink({
+      relays: [relay],
+      serverName: config.tls.server_name,
+      role: "connector",
+      tls: () => tls,
+      idleTimeoutMs: config.idle_timeout_ms,
+      signal: stop.signal,
+      logger,
+      onReconnect: () => metrics.reconnects.inc(),
+      handlers: {
+        onUp(session) {
+          const state: RelayState = {
+            session,
+            datagrams: createFlowDatagrams(session.conn, {
+              maxBytes: config.reassembly.max_bytes,
+              timeoutMs: config.reassembly.timeout_ms,
+            }),
+            flows: new Map(),
+            registered: false,
+          };
+          relays.add(state);
+          bySession.set(session, state);
+          metrics.relayConnectionsActive.set(relays.size);
+          session.send({ type: "register", services: offers });
+        },
+        onMessage(session, message) {
+          const state = bySession.get(session);
+          if (state !== undefined) onControl(state, message);
+        },
+        onDatagram(session, frame) {
+          const state = bySession.get(session);
+          if (state === undefined) return;
+          const dropped = state.datagrams.receive(frame, (flowId, payload) => {
+            const flow = state.flows.get(flowId);
+            if (flow === undefined) {
+              metrics.drops.inc({ reason: "unknown_flow" });
+              return;
+            }
+            flow.lastActive = Date.now();
+            flow.socket.send(payload, flow.target);
+            metrics.datagrams.inc({ direction: "to_backend" });
+            metrics.bytes.inc({ direction: "to_backend" }, payload.length);
+          });
+          if (dropped !== null) metrics.drops.inc({ reason: dropped });
+        },
+        onDown(session, reason) {
+          const state = bySession.get(session);
+          if (state === undefined) return;
+          bySession.delete(session);
+          relays.delete(state);
+          for (const flow of state.flows.values()) endFlow(state, flow, false);
+          metrics.relayConnectionsActive.set(relays.size);
+          logger.warn("relay session lost", { relay: session.relay, reason });
+        },
+      },
+    }));
+  }
+
+  function onControl(state: RelayState, message: ControlMessage): void {
+    switch (message.type) {
+      case "registered":
+        state.registered = message.services.length > 0;
+        metrics.registrations.inc({ result: "accepted" }, message.services.length);
+        if (message.rejected.length > 0) {
+          metrics.registrations.inc({ result: "rejected" }, message.rejected.length);
+          logger.error("relay refused to register services", {
+            relay: state.session.relay,
+            rejected: message.rejected,
+          });
+        }
+        logger.info("registered", { relay: state.session.relay, services: message.services });
+        if (state.registered) deps.onRegistered?.();
+        return;
+      case "open":
+        openFlow(state, message).catch((error) => {
+          metrics.backendErrors.inc({ reason: "open_failed" });
+          logger.warn("cannot open flow", { service: message.service, error });
+          state.session.send({
+            type: "refused",
+            id: message.id,
+            reason: "backend_error",
+            message: "connector could not open the backend socket",
+          });
+        });
+        return;
+      case "close": {
+        const flow = state.flows.get(message.flow);
+        if (flow !== undefined) endFlow(state, flow, false);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  async function openFlow(state: RelayState, message: OpenMessage): Promise<void> {
+    const { id, service, protocol } = message;
+    const flowId = message.flow ?? id;
+    const url = config.services[service]?.find((u) => u.protocol === protocol);
+    if (url === undefined) {
+      state.session.send({
+        type: "refused",
+        id,
+        reason: "unknown_service",
+        message: `this connector does not serve ${service} over ${protocol}`,
+      });
+      return;
+    }
+    if (protocol !== "udp") {
+      state.session.send({
+        type: "refused",
+        id,
+        reason: "unavailable",
+        message: `${protocol} flows are not served by this connector`,
+      });
+      return;
+    }
+    if (draining) {
+      state.session.send({
+        type: "refused",
+        id,
+        reason: "draining",
+        message: "connector draining",
+      });
+      return;
+    }
+    const backendHost = await resolveHost(url.host);
+    const target = udpTarget(backendHost, url.port);
+    const flow: BackendFlow = {
+      id: flowId,
+      service,
+      protocol,
+      target,
+      lastActive: Date.now(),
+      socket: undefined as unknown as UdpSocket,
+    };
+    flow.socket = openUdpSocket({
+      host: backendHost.includes(":") ? "::" : "0.0.0.0",
+      port: 0,
+      onPacket(data, from) {
+        // Only the backend may answer: anything else on this socket is injected traffic.
+        if (from.hostname !== backendHost || from.port !== url.port) {
+          metrics.sourceValidationRejects.inc({ service });
+          limitLog(
+            `source:${service}`,
+            (suppressed) =>
+              logger.warn("dropped datagram from unexpected source", {
+                service,
+                source: from.hostname,
+                expected: formatHostPort(url),
+                suppressed,
+              }),
+          );
+          return;
+        }
+        flow.lastActive = Date.now();
+        const dropped = state.datagrams.send(flow.id, data);
+        if (dropped !== null) {
+          metrics.drops.inc({ reason: dropped });
+          return;
+        }
+        metrics.datagrams.inc({ direction: "from_backend" });
+        metrics.bytes.inc({ direction: "from_backend" }, data.length);
+      },
+      onError(error, during) {
+        metrics.backendErrors.inc({ reason: during });
+        limitLog(
+          `error:${service}`,
+          (suppressed) =>
+            logger.warn("backend socket error", { service, during, error, suppressed }),
+        );
+      },
+    });
+    state.flows.set(flowId, flow);
+    metrics.flowsOpened.inc({ protocol });
+    metrics.flowsActive.inc({ protocol });
+    logger.debug("flow opened", {
+      relay: state.session.relay,
+      flow: flowId,
+      service,
+      backend_socket: formatHostPort({
+        host: flow.socket.addr.hostname,
+        port: flow.socket.addr.port,
+      }),
+    });
+    state.session.send({ type: "opened", id, flow: flowId });
+  }
+
+  function endFlow(state: RelayState, flow: BackendFlow, notify: boolean): void {
+    if (!state.flows.delete(flow.id)) return;
+    flow.socket.close();
+    state.datagrams.dropFlow(flow.id);
+    metrics.flowsActive.dec({ protocol: flow.protocol });
+    if (notify) state.session.send({ type: "close", flow: flow.id, reason: "idle" });
+  }
+
+  // Idle flows are closed and reassembly leftovers swept on one timer for all relays.
+  const sweeper = setInterval(() => {
+    const idleBefore = Date.now() - config.flow_idle_ms;
+    for (const state of relays) {
+      for (const flow of state.flows.values()) {
+        if (flow.lastActive < idleBefore) endFlow(state, flow, true);
+      }
+      state.datagrams.sweep((reason, count) => metrics.drops.inc({ reason }, count));
+    }
+  }, Math.min(1000, config.flow_idle_ms));
+
+  const flowCount = () => [...relays].reduce((n, s) => n + s.flows.size, 0);
+
+  return {
+    isReady: () => [...relays].some((s) => s.registered),
+    health() {
+      return {
+        role: "connector",
+        relays: [...relays].map((s) => ({ relay: s.session.relay, registered: s.registered })),
+        relay_connections: relays.size,
+        services: Object.keys(config.services),
+        flows: flowCount(),
+      };
+    },
+    setTls(next) {
+      tls = next;
+    },
+    async drain(drainMs) {
+      draining = true;
+      for (const state of relays) state.session.send({ type: "deregister" });
+      const deadline = Date.now() + drainMs;
+      while (Date.now() < deadline && flowCount() > 0) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      clearInterval(sweeper);
+      for (const state of relays) {
+        for (const flow of state.flows.values()) endFlow(state, flow, true);
+      }
+      stop.abort();
+      await Promise.all(links);
+    },
+  };
+}

@@ -1,0 +1,52 @@
+/**
+ * Connector entrypoint: `deno task connector --config connector.json`.
+ *
+ * @module
+ */
+import { readTlsOrExit, startComponentOps } from "../shared/component.ts";
+import { connectorConfigSchema, loadConfig, loadConfigOrExit } from "../shared/config/mod.ts";
+import { handleSignals } from "../shared/lifecycle.ts";
+import { createLogger } from "../shared/log.ts";
+import { readTlsFiles } from "../shared/tls_files.ts";
+import { startConnector } from "./connector.ts";
+import { createConnectorMetrics } from "./metrics.ts";
+
+const config = loadConfigOrExit(connectorConfigSchema, "connector");
+const logger = createLogger("connector", { level: config.log_level });
+const tls = readTlsOrExit("connector", config.tls);
+
+const ops = startComponentOps({
+  component: "connector",
+  address: config.metrics,
+  logger,
+  isReady: () => connector.isReady(),
+  detail: () => connector.health(),
+});
+// The probes run only after this synchronous start-up, so `connector` is set by then.
+const connector = startConnector(config, {
+  logger,
+  tls,
+  metrics: createConnectorMetrics(ops.registry),
+  onRegistered: () => ops.ready(),
+});
+
+handleSignals({
+  logger,
+  shutdownTimeoutMs: config.shutdown_timeout_ms,
+  async shutdown() {
+    ops.startDraining();
+    await connector.drain(config.drain_ms);
+    await ops.close();
+  },
+  reload() {
+    const next = loadConfig(connectorConfigSchema, { args: Deno.args, env: Deno.env.toObject() });
+    connector.setTls(readTlsFiles(next.tls));
+    logger.info("reloaded: new certificates apply to the next relay dials");
+  },
+});
+
+logger.info("ready", {
+  metrics: ops.address,
+  relays: config.relays.map((r) => `${r.host}:${r.port}`),
+  services: Object.keys(config.services),
+});
