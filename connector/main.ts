@@ -4,7 +4,12 @@
  * @module
  */
 import { readTlsOrExit, startComponentOps } from "../shared/component.ts";
-import { connectorConfigSchema, loadConfig, loadConfigOrExit } from "../shared/config/mod.ts";
+import {
+  connectorConfigSchema,
+  loadConfig,
+  loadConfigOrExit,
+  processConfigSource,
+} from "../shared/config/mod.ts";
 import { handleSignals } from "../shared/lifecycle.ts";
 import { createLogger } from "../shared/log.ts";
 import { readTlsFiles } from "../shared/tls_files.ts";
@@ -39,7 +44,7 @@ handleSignals({
     await ops.close();
   },
   reload() {
-    const next = loadConfig(connectorConfigSchema, { args: Deno.args, env: Deno.env.toObject() });
+    const next = loadConfig(connectorConfigSchema, processConfigSource(connectorConfigSchema));
     connector.setTls(readTlsFiles(next.tls));
     logger.info("reloaded: new certificates apply to the next relay dials");
   },

@@ -5,7 +5,12 @@
  */
 import { readTlsOrExit, startComponentOps } from "../shared/component.ts";
 import { formatHostPort } from "../shared/config/address.ts";
-import { loadConfig, loadConfigOrExit, relayConfigSchema } from "../shared/config/mod.ts";
+import {
+  loadConfig,
+  loadConfigOrExit,
+  processConfigSource,
+  relayConfigSchema,
+} from "../shared/config/mod.ts";
 import { handleSignals } from "../shared/lifecycle.ts";
 import { createLogger } from "../shared/log.ts";
 import { readTlsFiles } from "../shared/tls_files.ts";
@@ -41,7 +46,7 @@ handleSignals({
   },
   reload() {
     // Same sources as at start (file, env, flags); a bad file keeps the running config.
-    const next = loadConfig(relayConfigSchema, { args: Deno.args, env: Deno.env.toObject() });
+    const next = loadConfig(relayConfigSchema, processConfigSource(relayConfigSchema));
     const nextTls = readTlsFiles(next.tls);
     relay.setPolicy(next.services);
     relay.setTls(nextTls);

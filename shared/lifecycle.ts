@@ -6,6 +6,9 @@
  */
 import type { Logger } from "./log.ts";
 
+/** Signals closer together than this after the first count as one shutdown request. */
+export const DUPLICATE_SIGNAL_MS = 500;
+
 /** Options for {@linkcode handleSignals}. */
 export interface LifecycleOptions {
   logger: Logger;
@@ -26,14 +29,19 @@ export interface LifecycleOptions {
 export function handleSignals(options: LifecycleOptions): () => void {
   const { logger, shutdownTimeoutMs, shutdown, reload, exit = Deno.exit } = options;
   let stopping = false;
+  let firstSignalAt = 0;
 
   const onStop = (signal: Deno.Signal) => () => {
+    // A terminal's Ctrl-C reaches the whole process group, and a supervisor (launcher, dev)
+    // forwards it too: signals this close together are one request, not an insistence.
+    if (stopping && performance.now() - firstSignalAt < DUPLICATE_SIGNAL_MS) return;
     if (stopping) {
       logger.warn("second signal: exiting now", { signal });
       exit(1);
       return;
     }
     stopping = true;
+    firstSignalAt = performance.now();
     logger.info("shutdown requested", { signal, timeout_ms: shutdownTimeoutMs });
     const hardStop = setTimeout(() => {
       logger.error("shutdown timed out: exiting", { timeout_ms: shutdownTimeoutMs });

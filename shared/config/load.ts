@@ -102,7 +102,7 @@ export function loadConfig<T>(schema: z.ZodType<T>, source: ConfigSource): T {
 export function loadConfigOrExit<T>(
   schema: z.ZodType<T>,
   component: string,
-  source: ConfigSource = { args: Deno.args, env: Deno.env.toObject() },
+  source: ConfigSource = processConfigSource(schema),
 ): T {
   try {
     return loadConfig(schema, source);
@@ -238,4 +238,25 @@ function isObject(value: unknown): value is Json {
 
 function reason(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * The names of the environment variables a schema reads: `ZTNA_CONFIG` plus one per leaf.
+ * Permission scopes (`--allow-env=...`) are built from this list.
+ */
+export function configEnvNames(schema: z.ZodType): string[] {
+  return ["ZTNA_CONFIG", ...configLeaves(schema).map((leaf) => leaf.env)];
+}
+
+/**
+ * This process's arguments and the `ZTNA_*` variables `schema` reads. Variables are read one
+ * by one so the process needs `--allow-env` for exactly those names, not the whole environment.
+ */
+export function processConfigSource(schema: z.ZodType): ConfigSource {
+  const env: Record<string, string> = {};
+  for (const name of configEnvNames(schema)) {
+    const value = Deno.env.get(name);
+    if (value !== undefined) env[name] = value;
+  }
+  return { args: Deno.args, env };
 }

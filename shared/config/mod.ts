@@ -16,6 +16,12 @@ export * from "./agent.ts";
 export * from "./common.ts";
 export * from "./config_error.ts";
 export * from "./connector.ts";
-export { type ConfigSource, loadConfig, loadConfigOrExit } from "./load.ts";
+export {
+  configEnvNames,
+  type ConfigSource,
+  loadConfig,
+  loadConfigOrExit,
+  processConfigSource,
+} from "./load.ts";
 export * from "./relay.ts";
 export * from "./secret.ts";
