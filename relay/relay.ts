@@ -32,6 +32,7 @@ import {
 } from "../shared/quic/mod.ts";
 import type { RelayMetrics } from "./metrics.ts";
 import { createPolicy, type Policy } from "./policy.ts";
+import { createHandshakeLimiter } from "./handshake_limiter.ts";
 import { createServiceRegistry } from "./registry.ts";
 
 /** One end of a flow: a session and the flow id that session uses. */
@@ -112,6 +113,9 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   const sessions = new Set<Session>();
   const scratch = new Uint8Array(2048);
   let draining = false;
+  const admitHandshake = createHandshakeLimiter({
+    perSecond: config.limits.handshakes_per_second_per_ip,
+  });
 
   const server: QuicServer = startQuicServer({
     host: config.listen.host,
@@ -119,6 +123,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     tls: deps.tls,
     idleTimeoutMs: config.idle_timeout_ms,
     maxConnections: config.limits.max_connections,
+    admit: (peer) => admitHandshake(peer.host),
     onConnection: accept,
   });
   const metrics = deps.metrics(() => ({ ...server.counters.drops }));

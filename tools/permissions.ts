@@ -102,7 +102,10 @@ export function permissionFlags(
       }
     }
   } else {
-    for (const forward of (config as AgentConfig).forwards) add(forward.listen);
+    // Replies go to whichever local port an application sent from: the whole listen host.
+    for (const forward of (config as AgentConfig).forwards) {
+      net.add(forward.listen.host.includes(":") ? `[${forward.listen.host}]` : forward.listen.host);
+    }
   }
   flags.unshift(`--allow-net=${[...net].join(",")}`);
   return flags;

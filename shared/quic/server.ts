@@ -22,12 +22,14 @@ import { openUdpSocket, type UdpSocket, udpTarget } from "../udp_socket.ts";
 /** Why the server dropped a packet without feeding it to a connection. */
 export type PacketDropReason =
   | "malformed_header"
+  | "unsupported_version"
   | "unknown_connection"
   | "short_initial"
   | "bad_token"
   | "connection_limit"
   | "rejected_by_quic"
-  | "refused";
+  | "not_accepting"
+  | "rate_limited";
 
 /** Server-side counters (the component exports them as metrics). */
 export interface ServerCounters {
@@ -60,8 +62,8 @@ export interface QuicServerOptions extends TransportOptions {
    */
   maxConnections?: number;
   /**
-   * Called for a new client before any state is created; return false to refuse it
-   * (e.g. a per-source handshake rate limit).
+   * Called for a new client whose address is validated, before any connection state is
+   * created; return false to refuse it (e.g. a per-source handshake rate limit).
    */
   admit?: (peer: HostPort) => boolean;
   /** A new connection (handshake in progress): set its handlers here. */
@@ -116,12 +118,14 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
   const counters: ServerCounters = {
     drops: {
       malformed_header: 0,
+      unsupported_version: 0,
       unknown_connection: 0,
       short_initial: 0,
       bad_token: 0,
       connection_limit: 0,
       rejected_by_quic: 0,
-      refused: 0,
+      not_accepting: 0,
+      rate_limited: 0,
     },
     retries: 0,
     versionNegotiations: 0,
@@ -168,10 +172,12 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
       const length = quiche.negotiateVersion(header.scid, header.dcid, scratch);
       socket.send(scratch.subarray(0, length), udpTarget(from.hostname, from.port));
       counters.versionNegotiations++;
+      // Answered with version negotiation, but for this endpoint the packet is dropped.
+      counters.drops.unsupported_version++;
       return;
     }
-    if (!accepting || !admit({ host: from.hostname, port: from.port })) {
-      counters.drops.refused++;
+    if (!accepting) {
+      counters.drops.not_accepting++;
       return;
     }
     if (live.size >= maxConnections) {
@@ -207,6 +213,12 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
       scid = randomBytes(CONN_ID_LEN);
     }
     const peer: HostPort = { host: from.hostname, port: from.port };
+    // Checked after Retry: only a validated address spends its own handshake budget, so a
+    // spoofer cannot exhaust someone else's.
+    if (!admit(peer)) {
+      counters.drops.rate_limited++;
+      return;
+    }
     const native = quiche.Connection.accept(scid, odcid, local, peer, config);
     const keys = [hex(scid)];
     // Without Retry the client keeps using its own DCID until it sees ours.

@@ -1,0 +1,411 @@
+/**
+ * End-to-end test harness: certificates, real component processes started in their
+ * permission sandboxes (the same flags `deno task <component>` derives), metric scrapes,
+ * UDP clients, bounded waits. Everything binds loopback and ephemeral ports.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import {
+  createCa,
+  createClientCertificate,
+  createRelayCertificate,
+} from "../shared/identity/dev_ca.ts";
+import {
+  type Component,
+  loadComponentConfig,
+  PROJECT_ROOT,
+  runArgs,
+} from "../tools/permissions.ts";
+import { readLines } from "../tools/text_lines.ts";
+
+/** Resolves once `test()` returns a value other than undefined/false; rejects after `ms`. */
+export async function waitFor<T>(
+  what: string,
+  test: () => T | undefined | false | Promise<T | undefined | false>,
+  ms = 10_000,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const value = await test();
+    if (value !== undefined && value !== false) return value;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}
+
+/** A temporary folder with a dev CA and certificates for the given client names. */
+export interface Pki {
+  dir: string;
+  tls(name: string): { cert: string; key: string; ca: string };
+  /** TLS files of a client signed by a different CA. */
+  strangerTls(name: string): Promise<{ cert: string; key: string; ca: string }>;
+}
+
+/** Creates a CA, the relay certificate and client certificates in a temp folder. */
+export async function createPki(clients: string[]): Promise<Pki> {
+  const dir = await Deno.makeTempDir({ prefix: "ztna-test-" });
+  const ca = await createCa();
+  await Deno.writeTextFile(join(dir, "ca.pem"), ca.cert);
+  const write = async (name: string, pair: { cert: string; key: string }) => {
+    await Deno.writeTextFile(join(dir, `${name}.pem`), pair.cert);
+    await Deno.writeTextFile(join(dir, `${name}.key`), pair.key);
+  };
+  await write("relay", await createRelayCertificate(ca));
+  for (const client of clients) await write(client, await createClientCertificate(ca, client));
+  const tls = (name: string) => ({
+    cert: join(dir, `${name}.pem`),
+    key: join(dir, `${name}.key`),
+    ca: join(dir, "ca.pem"),
+  });
+  return {
+    dir,
+    tls,
+    async strangerTls(name) {
+      const other = await createCa({ commonName: "some other CA" });
+      await write(name, await createClientCertificate(other, name));
+      return tls(name);
+    },
+  };
+}
+
+/** A running component process. */
+export interface ComponentProcess {
+  readonly name: string;
+  /** Fields of its `ready` log line. */
+  readonly ready: Record<string, unknown>;
+  /** Every JSON log line so far. */
+  readonly logs: Record<string, unknown>[];
+  /** Resolves with the first log line matching, or rejects after `ms`. */
+  waitForLog(
+    match: (line: Record<string, unknown>) => boolean,
+    ms?: number,
+  ): Promise<Record<string, unknown>>;
+  /** Sends a signal (default SIGTERM) and resolves with the exit code (bounded). */
+  stop(signal?: Deno.Signal, ms?: number): Promise<number>;
+  readonly status: Promise<Deno.CommandStatus>;
+}
+
+/** Options for {@linkcode startComponent}. */
+export interface StartOptions {
+  /** Extra arguments after `--config FILE`. */
+  args?: string[];
+  /** Wait for the ready line (default true). */
+  waitReady?: boolean;
+  timeoutMs?: number;
+}
+
+/**
+ * Writes `config` to a temp file and starts the component with its derived permission
+ * flags, exactly as the launcher would.
+ */
+export async function startComponent(
+  component: Component,
+  config: Record<string, unknown>,
+  options: StartOptions = {},
+): Promise<ComponentProcess> {
+  const { args = [], waitReady = true, timeoutMs = 20_000 } = options;
+  const configPath = await Deno.makeTempFile({ prefix: `ztna-${component}-`, suffix: ".json" });
+  await Deno.writeTextFile(configPath, JSON.stringify(config));
+  const componentArgs = ["--config", configPath, ...args];
+  const { config: parsed } = loadComponentConfig(component, componentArgs, {});
+  return spawnLogged(component, runArgs(component, parsed, configPath, componentArgs), {
+    waitReady,
+    timeoutMs,
+  });
+}
+
+/** Spawns `deno <args>` and follows its JSON log lines. */
+export async function spawnLogged(
+  name: string,
+  args: string[],
+  options: { waitReady?: boolean; timeoutMs?: number; readyMsg?: string } = {},
+): Promise<ComponentProcess> {
+  const { waitReady = true, timeoutMs = 20_000, readyMsg = "ready" } = options;
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: PROJECT_ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  const logs: Record<string, unknown>[] = [];
+  const waiters: {
+    match: (l: Record<string, unknown>) => boolean;
+    resolve: (l: Record<string, unknown>) => void;
+  }[] = [];
+  const stderr: string[] = [];
+  const reading = (async () => {
+    for await (const line of readLines(child.stdout)) {
+      let fields: Record<string, unknown>;
+      try {
+        fields = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      logs.push(fields);
+      for (const waiter of [...waiters]) {
+        if (waiter.match(fields)) {
+          waiters.splice(waiters.indexOf(waiter), 1);
+          waiter.resolve(fields);
+        }
+      }
+    }
+  })();
+  const readingErr = (async () => {
+    for await (const line of readLines(child.stderr)) {
+      if (!line.includes("npm warn")) stderr.push(line);
+    }
+  })();
+  const status = child.status.then(async (s) => {
+    await Promise.allSettled([reading, readingErr]);
+    return s;
+  });
+
+  const waitForLog = (match: (l: Record<string, unknown>) => boolean, ms = 10_000) => {
+    const found = logs.find(match);
+    if (found) return Promise.resolve(found);
+    return new Promise<Record<string, unknown>>((resolve, reject) => {
+      const waiter = {
+        match,
+        resolve: (l: Record<string, unknown>) => (clearTimeout(timer), resolve(l)),
+      };
+      const timer = setTimeout(() => {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        reject(
+          new Error(`${name}: no matching log line within ${ms} ms; stderr: ${stderr.join("\n")}`),
+        );
+      }, ms);
+      waiters.push(waiter);
+    });
+  };
+
+  let ready: Record<string, unknown> = {};
+  if (waitReady) {
+    const exited = status.then((s) => {
+      throw new Error(`${name} exited with ${s.code} before ready: ${stderr.join("\n")}`);
+    });
+    ready = await Promise.race([waitForLog((l) => l.msg === readyMsg, timeoutMs), exited]);
+    exited.catch(() => {});
+  }
+  return {
+    name,
+    ready,
+    logs,
+    waitForLog,
+    status,
+    async stop(signal = "SIGTERM", ms = 15_000) {
+      try {
+        child.kill(signal);
+      } catch {
+        // Already exited.
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const result = await Promise.race([
+        status.then((s) => s.code),
+        new Promise<null>((r) => timer = setTimeout(() => r(null), ms)),
+      ]);
+      clearTimeout(timer);
+      if (result === null) {
+        child.kill("SIGKILL");
+        await status;
+        throw new Error(`${name} did not exit within ${ms} ms of ${signal}`);
+      }
+      return result;
+    },
+  };
+}
+
+/** Starts the demo UDP echo service as a process; resolves with its port. */
+export async function startEchoService(
+  host = "127.0.0.1",
+): Promise<{ port: number; proc: ComponentProcess }> {
+  const proc = await spawnLogged("echo", [
+    "run",
+    "--no-prompt",
+    `--config=${join(PROJECT_ROOT, "deno.json")}`,
+    `--allow-net=${host}`,
+    join(PROJECT_ROOT, "tools", "echo_service.ts"),
+    `${host}:0`,
+  ], { readyMsg: "echo service ready" });
+  return { port: Number(String(proc.ready.udp).split(":").pop()), proc };
+}
+
+/** Fetches `/metrics` and returns samples keyed `name{labels}` (labels as printed). */
+export async function scrape(address: string): Promise<Map<string, number>> {
+  const response = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(5000) });
+  const text = await response.text();
+  const samples = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const space = line.lastIndexOf(" ");
+    samples.set(line.slice(0, space), Number(line.slice(space + 1)));
+  }
+  return samples;
+}
+
+/** A metric's value from a scrape (0 when absent). */
+export function metric(samples: Map<string, number>, key: string): number {
+  return samples.get(key) ?? 0;
+}
+
+/** A UDP client socket bound on loopback, with receive timeouts. */
+export interface UdpClient {
+  readonly port: number;
+  send(data: Uint8Array, port: number, host?: string): Promise<void>;
+  /** The next datagram, or null after `ms`. */
+  receive(ms?: number): Promise<Uint8Array | null>;
+  close(): void;
+}
+
+/** Binds a UDP client on `host` (default 127.0.0.1). */
+export function udpClient(host = "127.0.0.1"): UdpClient {
+  const conn = Deno.listenDatagram({ transport: "udp", hostname: host, port: 0 });
+  let pending: Promise<[Uint8Array, Deno.Addr]> | null = null;
+  return {
+    port: (conn.addr as Deno.NetAddr).port,
+    async send(data, port, to = "127.0.0.1") {
+      await conn.send(data, { transport: "udp", hostname: to, port });
+    },
+    async receive(ms = 2000) {
+      pending ??= conn.receive();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const result = await Promise.race([
+        pending,
+        new Promise<null>((r) => timer = setTimeout(() => r(null), ms)),
+      ]);
+      clearTimeout(timer);
+      if (result === null) return null;
+      pending = null;
+      return result[0].slice();
+    },
+    close() {
+      pending?.catch(() => {});
+      conn.close();
+    },
+  };
+}
+
+/** Port of a `host:port` or `udp://host:port` string. */
+export function portOf(address: unknown): number {
+  return Number(String(address).split(":").pop());
+}
+
+/** Config fragments for a relay/connector/agent trio around one service. */
+export function relayConfig(
+  pki: Pki,
+  services: Record<string, { connectors: string[]; agents: string[] }>,
+) {
+  return {
+    listen: "127.0.0.1:0",
+    metrics: "127.0.0.1:0",
+    tls: pki.tls("relay"),
+    services,
+    drain_ms: 500,
+  };
+}
+
+/** A running relay + connector + agent around one UDP service. */
+export interface Tunnel {
+  pki: Pki;
+  relay: ComponentProcess;
+  connector: ComponentProcess;
+  agent: ComponentProcess;
+  /** The agent's local UDP port for the service. */
+  agentPort: number;
+  /** The backend's UDP port. */
+  backendPort: number;
+  /** Starts another agent with `identity` forwarding to `service`. */
+  startAgent(
+    identity: string,
+    tls?: { cert: string; key: string; ca: string },
+    waitReady?: boolean,
+  ): Promise<ComponentProcess>;
+  /** Stops every process started here (bounded). */
+  stop(): Promise<void>;
+}
+
+/** Options for {@linkcode startTunnel}. */
+export interface TunnelOptions {
+  /** Service name (default "echo"). */
+  service?: string;
+  /** Backend UDP port; the demo echo service is started when absent. */
+  backendPort?: number;
+  /** Agent identities allowed by policy (default ["agent-1"]). */
+  allowedAgents?: string[];
+  /** Extra client certificates to create. */
+  extraClients?: string[];
+  connectorLogLevel?: "debug" | "info";
+}
+
+/** Starts relay, connector (and echo backend unless given) and one allowed agent. */
+export async function startTunnel(options: TunnelOptions = {}): Promise<Tunnel> {
+  const {
+    service = "echo",
+    allowedAgents = ["agent-1"],
+    extraClients = [],
+    connectorLogLevel = "info",
+  } = options;
+  const pki = await createPki(["connector-1", ...allowedAgents, ...extraClients]);
+  const started: ComponentProcess[] = [];
+  const stopAll = async () => {
+    await Promise.allSettled(
+      started.reverse().map((p) => p.stop("SIGTERM").catch(() => p.stop("SIGKILL"))),
+    );
+    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  };
+  try {
+    let backendPort = options.backendPort;
+    if (backendPort === undefined) {
+      const echo = await startEchoService();
+      started.push(echo.proc);
+      backendPort = echo.port;
+    }
+    const relay = await startComponent(
+      "relay",
+      relayConfig(pki, { [service]: { connectors: ["connector-1"], agents: allowedAgents } }),
+    );
+    started.push(relay);
+    const relayAddress = String(relay.ready.quic);
+    const connector = await startComponent("connector", {
+      relays: [relayAddress],
+      metrics: "127.0.0.1:0",
+      tls: pki.tls("connector-1"),
+      services: { [service]: `udp://127.0.0.1:${backendPort}` },
+      log_level: connectorLogLevel,
+      drain_ms: 500,
+    });
+    started.push(connector);
+    await connector.waitForLog((l) => l.msg === "registered");
+    const startAgent = async (
+      identity: string,
+      tls = pki.tls(identity),
+      waitReady = true,
+    ) => {
+      const agent = await startComponent("agent", {
+        relays: [relayAddress],
+        metrics: "127.0.0.1:0",
+        tls,
+        forwards: [{ listen: "udp://127.0.0.1:0", service }],
+        drain_ms: 500,
+      }, { waitReady });
+      started.push(agent);
+      return agent;
+    };
+    const agent = await startAgent(allowedAgents[0]);
+    await agent.waitForLog((l) => l.msg === "relay link up");
+    return {
+      pki,
+      relay,
+      connector,
+      agent,
+      agentPort: portOf((agent.ready.listen as string[])[0]),
+      backendPort,
+      startAgent,
+      stop: stopAll,
+    };
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+}
