@@ -10,11 +10,13 @@ import { formatHostPort } from "../shared/config/address.ts";
 import type { AgentConfig } from "../shared/config/mod.ts";
 import { createFlowDatagrams, type FlowDatagrams } from "../shared/flow_datagrams.ts";
 import { type Logger, rateLimitedLog } from "../shared/log.ts";
+import { createBackoff } from "../shared/backoff.ts";
 import type { ControlMessage } from "../shared/protocol/control.ts";
 import type { TlsMaterial } from "../shared/quic/mod.ts";
 import { type RelaySession, runRelayLink } from "../shared/relay_link.ts";
 import { openUdpSocket, type UdpSocket, type UdpTarget, udpTarget } from "../shared/udp_socket.ts";
 import type { AgentMetrics } from "./metrics.ts";
+import { startTcpForwards } from "./tcp_forward.ts";
 
 /** Payloads held per client while its flow is being opened. */
 const MAX_QUEUED = 64;
@@ -79,6 +81,12 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
   const byRequest = new Map<number, ClientFlow>();
   const byFlow = new Map<number, ClientFlow>();
   const limitLog = rateLimitedLog(5000);
+  /**
+   * Services the current relay announced `service_down` for (no connector). New local flows
+   * to them are dropped at once instead of costing an open round trip each, until
+   * `service_up`. Per session: another relay may well have a connector.
+   */
+  const servicesDown = new Set<string>();
 
   const forwards: Forward[] = config.forwards
     .filter((f) => f.listen.protocol === "udp")
@@ -143,6 +151,10 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     }
     if (client.refusedUntil > now) {
       metrics.drops.inc({ reason: "refused" });
+      return;
+    }
+    if (servicesDown.has(forward.service)) {
+      metrics.drops.inc({ reason: "service_down" });
       return;
     }
     if (session === null) {
@@ -217,6 +229,16 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
       }
       case "service_down":
       case "service_up":
+        if (message.type === "service_down") servicesDown.add(message.service);
+        else {
+          servicesDown.delete(message.service);
+          // A client refused a moment ago (no connector yet) may try again right away.
+          for (const forward of forwards) {
+            if (forward.service !== message.service) continue;
+            for (const client of forward.clients.values()) client.refusedUntil = 0;
+          }
+        }
+        metrics.servicesDown.set(servicesDown.size);
         logger.info(message.type.replace("_", " "), { service: message.service });
         return;
       default:
@@ -237,14 +259,24 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     }
   }
 
+  // Each accepted TCP connection becomes a stream on the relay session (tcp_forward.ts).
+  const tcp = startTcpForwards({
+    forwards: config.forwards.filter((f) => f.listen.protocol === "tcp"),
+    session: () => (draining ? null : session),
+    logger,
+    metrics,
+  });
+
   const link = runRelayLink({
     relays: config.relays,
     serverName: config.tls.server_name,
+    token: config.token?.value,
     role: "agent",
     tls: () => tls,
     idleTimeoutMs: config.idle_timeout_ms,
     signal: stop.signal,
     logger,
+    backoff: createBackoff({ baseMs: config.reconnect.base_ms, maxMs: config.reconnect.max_ms }),
     onReconnect: () => metrics.reconnects.inc(),
     handlers: {
       onUp(up) {
@@ -271,9 +303,14 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
         });
         if (dropped) metrics.drops.inc({ reason: dropped });
       },
-      onDown(_session, reason) {
+      onStreamReadable: (up, streamId) => tcp.readable(up, streamId),
+      onStreamWritable: (up, streamId) => tcp.writable(up, streamId),
+      onDown(down, reason) {
+        tcp.sessionDown(down);
         session = null;
         datagrams = null;
+        servicesDown.clear();
+        metrics.servicesDown.set(0);
         metrics.relayConnected.set(0);
         // Flows belonged to that session; clients re-open on their next packet.
         for (const forward of forwards) {
@@ -295,12 +332,14 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
   }, Math.min(1000, config.flow_idle_ms));
 
   return {
-    listening: forwards.map((f) => f.listen),
+    listening: [...forwards.map((f) => f.listen), ...tcp.listening],
     isReady: () => session !== null,
     health() {
       return {
         role: "agent",
         relay: session?.relay ?? null,
+        tcp_flows: tcp.count(),
+        services_down: [...servicesDown],
         forwards: forwards.map((f) => ({
           listen: f.listen,
           service: f.service,
@@ -314,6 +353,7 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     async drain(drainMs) {
       draining = true;
       for (const forward of forwards) forward.socket.close();
+      tcp.stopAccepting();
       // Local clients cannot be told to stop; give replies in flight a short moment.
       const deadline = Date.now() + Math.min(drainMs, 500);
       while (Date.now() < deadline && byRequest.size > 0) {
@@ -323,6 +363,12 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
       for (const forward of forwards) {
         for (const client of [...forward.clients.values()]) forgetClient(client, true);
       }
+      // TCP clients may finish what they are exchanging within the drain period.
+      const tcpDeadline = Date.now() + drainMs;
+      while (Date.now() < tcpDeadline && tcp.count() > 0) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      tcp.closeAll();
       stop.abort();
       await link;
     },

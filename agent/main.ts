@@ -12,12 +12,21 @@ import {
 } from "../shared/config/mod.ts";
 import { handleSignals } from "../shared/lifecycle.ts";
 import { createLogger } from "../shared/log.ts";
+import { checkSandbox } from "../shared/sandbox.ts";
 import { readTlsFiles } from "../shared/tls_files.ts";
 import { startAgent } from "./agent.ts";
 import { createAgentMetrics } from "./metrics.ts";
 
 const config = loadConfigOrExit(agentConfigSchema, "agent");
 const logger = createLogger("agent", { level: config.log_level });
+// Before anything binds: a sandbox wider than the config needs is reported (or refused).
+checkSandbox({
+  component: "agent",
+  logger,
+  strict: config.strict_sandbox,
+  unscopedNet: false,
+  writeProbes: [config.tls.cert, config.tls.key, config.tls.ca].filter((p) => p !== undefined),
+});
 const tls = readTlsOrExit("agent", config.tls);
 
 const ops = startComponentOps({
@@ -48,6 +57,7 @@ handleSignals({
     agent.setTls(readTlsFiles(next.tls));
     logger.info("reloaded: new certificates apply to the next relay dial");
   },
+  onReloadResult: (result) => ops.reloads.inc({ result }),
 });
 
 logger.info("ready", {

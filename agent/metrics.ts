@@ -9,6 +9,7 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 export interface AgentMetrics {
   relayConnected: Gauge;
   reconnects: Counter;
+  servicesDown: Gauge;
   flowsActive: Gauge<"protocol">;
   flowsOpened: Counter<"protocol">;
   flowRefusals: Counter<"reason">;
@@ -31,6 +32,11 @@ export function createAgentMetrics(registry: Registry): AgentMetrics {
     reconnects: new Counter({
       name: `${p}reconnects_total`,
       help: "Dials to a relay after the first one (reconnections and failovers).",
+      registers,
+    }),
+    servicesDown: new Gauge({
+      name: `${p}services_down`,
+      help: "Services the relay announced as down (no connector); new flows to them fail fast.",
       registers,
     }),
     flowsActive: new Gauge({

@@ -9,12 +9,15 @@ import { formatHostPort } from "../shared/config/address.ts";
 import type { ConnectorConfig } from "../shared/config/mod.ts";
 import { createFlowDatagrams, type FlowDatagrams } from "../shared/flow_datagrams.ts";
 import { type Logger, rateLimitedLog } from "../shared/log.ts";
+import { createBackoff } from "../shared/backoff.ts";
 import type { ControlMessage, OpenMessage, ServiceProtocol } from "../shared/protocol/control.ts";
 import type { TlsMaterial } from "../shared/quic/mod.ts";
 import { type RelaySession, runRelayLink } from "../shared/relay_link.ts";
 import { resolveHost } from "../shared/resolve_host.ts";
+import { netPermitted } from "../shared/sandbox.ts";
 import { openUdpSocket, type UdpSocket, type UdpTarget, udpTarget } from "../shared/udp_socket.ts";
 import type { ConnectorMetrics } from "./metrics.ts";
+import { createConnectorTcpFlows } from "./tcp_flows.ts";
 
 /** A flow to a backend, opened by a relay. */
 interface BackendFlow {
@@ -43,6 +46,12 @@ export interface Connector {
   /** Replaces the TLS material used for the next dials (rotation). */
   setTls(tls: TlsMaterial): void;
   /**
+   * Applies a reloaded service map: withdraws removed services from every relay, registers
+   * added ones, and closes flows whose service or backend address is no longer configured.
+   * Flows that are still allowed keep running. Validate before calling; this cannot fail.
+   */
+  setServices(services: ConnectorConfig["services"]): void;
+  /**
    * Graceful shutdown: deregister everywhere, let flows run for up to `drainMs`, then
    * close every relay session with NO_ERROR.
    */
@@ -68,20 +77,36 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
   const limitLog = rateLimitedLog(5000);
   const links: Promise<void>[] = [];
   let draining = false;
-
-  const offers = Object.entries(config.services).flatMap(([name, urls]) =>
-    [...new Set(urls.map((url) => url.protocol))].map((protocol) => ({ name, protocol }))
-  );
+  let services = config.services;
+  let offers = offersOf(services);
+  // TCP flows arrive as streams the relay opens; their table lives in tcp_flows.ts.
+  const tcp = createConnectorTcpFlows({
+    backend: (service) => services[service]?.find((u) => u.protocol === "tcp"),
+    services: Object.keys(services).filter((name) =>
+      services[name].some((u) => u.protocol === "tcp")
+    ),
+    permitted: (url) => netPermitted(url.host, url.port),
+    circuit: config.circuit,
+    connectTimeoutMs: config.connect_timeout_ms,
+    draining: () => draining,
+    logger,
+    metrics,
+  });
 
   for (const relay of config.relays) {
     links.push(runRelayLink({
       relays: [relay],
       serverName: config.tls.server_name,
+      token: config.token?.value,
       role: "connector",
       tls: () => tls,
       idleTimeoutMs: config.idle_timeout_ms,
       signal: stop.signal,
       logger,
+      backoff: createBackoff({
+        baseMs: config.reconnect.base_ms,
+        maxMs: config.reconnect.max_ms,
+      }),
       onReconnect: () => metrics.reconnects.inc(),
       handlers: {
         onUp(session) {
@@ -119,7 +144,10 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
           });
           if (dropped !== null) metrics.drops.inc({ reason: dropped });
         },
+        onStreamReadable: (session, streamId) => tcp.readable(session, streamId),
+        onStreamWritable: (session, streamId) => tcp.writable(session, streamId),
         onDown(session, reason) {
+          tcp.sessionDown(session);
           const state = bySession.get(session);
           if (state === undefined) return;
           bySession.delete(session);
@@ -172,13 +200,29 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
   async function openFlow(state: RelayState, message: OpenMessage): Promise<void> {
     const { id, service, protocol } = message;
     const flowId = message.flow ?? id;
-    const url = config.services[service]?.find((u) => u.protocol === protocol);
+    const url = services[service]?.find((u) => u.protocol === protocol);
     if (url === undefined) {
       state.session.send({
         type: "refused",
         id,
         reason: "unknown_service",
         message: `this connector does not serve ${service} over ${protocol}`,
+      });
+      return;
+    }
+    // The sandbox was derived from the config the launcher saw; a backend outside it (an
+    // override the launcher did not see) would fail on its first send. Refuse it cleanly.
+    if (!netPermitted(url.host, url.port)) {
+      metrics.backendErrors.inc({ reason: "not_permitted" });
+      logger.warn("backend outside the sandbox: refusing flow", {
+        service,
+        backend: formatHostPort(url),
+      });
+      state.session.send({
+        type: "refused",
+        id,
+        reason: "backend_error",
+        message: `backend of ${service} is outside this connector's network permissions`,
       });
       return;
     }
@@ -262,12 +306,12 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     state.session.send({ type: "opened", id, flow: flowId });
   }
 
-  function endFlow(state: RelayState, flow: BackendFlow, notify: boolean): void {
+  function endFlow(state: RelayState, flow: BackendFlow, notify: boolean, reason = "idle"): void {
     if (!state.flows.delete(flow.id)) return;
     flow.socket.close();
     state.datagrams.dropFlow(flow.id);
     metrics.flowsActive.dec({ protocol: flow.protocol });
-    if (notify) state.session.send({ type: "close", flow: flow.id, reason: "idle" });
+    if (notify) state.session.send({ type: "close", flow: flow.id, reason });
   }
 
   // Idle flows are closed and reassembly leftovers swept on one timer for all relays.
@@ -281,7 +325,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     }
   }, Math.min(1000, config.flow_idle_ms));
 
-  const flowCount = () => [...relays].reduce((n, s) => n + s.flows.size, 0);
+  const flowCount = () => [...relays].reduce((n, s) => n + s.flows.size, tcp.count());
 
   return {
     isReady: () => [...relays].some((s) => s.registered),
@@ -290,12 +334,31 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
         role: "connector",
         relays: [...relays].map((s) => ({ relay: s.session.relay, registered: s.registered })),
         relay_connections: relays.size,
-        services: Object.keys(config.services),
+        services: Object.keys(services),
         flows: flowCount(),
       };
     },
     setTls(next) {
       tls = next;
+    },
+    setServices(next) {
+      const previous = services;
+      services = next;
+      offers = offersOf(next);
+      const removed = Object.keys(previous).filter((name) => next[name] === undefined);
+      for (const state of relays) {
+        if (removed.length > 0) state.session.send({ type: "deregister", services: removed });
+        // Registering is idempotent at the relay: offers it already has stay as they are.
+        if (!draining) state.session.send({ type: "register", services: offers });
+        for (const flow of [...state.flows.values()]) {
+          const url = previous[flow.service]?.find((u) => u.protocol === flow.protocol);
+          const still = next[flow.service]?.some((u) =>
+            u.protocol === flow.protocol && u.host === url?.host && u.port === url?.port
+          );
+          if (!still) endFlow(state, flow, true, "service removed");
+        }
+      }
+      logger.info("services reloaded", { services: Object.keys(next), removed });
     },
     async drain(drainMs) {
       draining = true;
@@ -312,4 +375,13 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
       await Promise.all(links);
     },
   };
+}
+
+/** The (service, protocol) pairs a service map offers, as sent in `register`. */
+function offersOf(
+  services: ConnectorConfig["services"],
+): { name: string; protocol: ServiceProtocol }[] {
+  return Object.entries(services).flatMap(([name, urls]) =>
+    [...new Set(urls.map((url) => url.protocol))].map((protocol) => ({ name, protocol }))
+  );
 }

@@ -12,12 +12,22 @@ import {
 } from "../shared/config/mod.ts";
 import { handleSignals } from "../shared/lifecycle.ts";
 import { createLogger } from "../shared/log.ts";
+import { checkSandbox } from "../shared/sandbox.ts";
 import { readTlsFiles } from "../shared/tls_files.ts";
+import { assertBackendsReachable } from "./backend_scope.ts";
 import { startConnector } from "./connector.ts";
 import { createConnectorMetrics } from "./metrics.ts";
 
 const config = loadConfigOrExit(connectorConfigSchema, "connector");
 const logger = createLogger("connector", { level: config.log_level });
+// Before anything binds: a sandbox wider than the config needs is reported (or refused).
+checkSandbox({
+  component: "connector",
+  logger,
+  strict: config.strict_sandbox,
+  unscopedNet: false,
+  writeProbes: [config.tls.cert, config.tls.key, config.tls.ca].filter((p) => p !== undefined),
+});
 const tls = readTlsOrExit("connector", config.tls);
 
 const ops = startComponentOps({
@@ -44,10 +54,15 @@ handleSignals({
     await ops.close();
   },
   reload() {
+    // Validate everything before changing anything: config, TLS files, sandbox scope.
     const next = loadConfig(connectorConfigSchema, processConfigSource(connectorConfigSchema));
-    connector.setTls(readTlsFiles(next.tls));
-    logger.info("reloaded: new certificates apply to the next relay dials");
+    const nextTls = readTlsFiles(next.tls);
+    assertBackendsReachable(next.services);
+    connector.setTls(nextTls);
+    connector.setServices(next.services);
+    logger.info("reloaded: services applied; new certificates apply to the next relay dials");
   },
+  onReloadResult: (result) => ops.reloads.inc({ result }),
 });
 
 logger.info("ready", {

@@ -18,6 +18,7 @@ export interface ConnectorMetrics {
   sourceValidationRejects: Counter<"service">;
   drops: Counter<"reason">;
   backendErrors: Counter<"reason">;
+  circuitState: Gauge<"service">;
 }
 
 /** Registers the connector's metrics on `registry`. */
@@ -81,6 +82,12 @@ export function createConnectorMetrics(registry: Registry): ConnectorMetrics {
       name: `${p}backend_errors_total`,
       help: "Failures talking to backends, by reason.",
       labelNames: ["reason"],
+      registers,
+    }),
+    circuitState: new Gauge({
+      name: `${p}circuit_state`,
+      help: "TCP backend circuit breaker state per service: 0 closed, 1 half-open, 2 open.",
+      labelNames: ["service"],
       registers,
     }),
   };

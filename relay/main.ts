@@ -13,12 +13,21 @@ import {
 } from "../shared/config/mod.ts";
 import { handleSignals } from "../shared/lifecycle.ts";
 import { createLogger } from "../shared/log.ts";
+import { checkSandbox } from "../shared/sandbox.ts";
 import { readTlsFiles } from "../shared/tls_files.ts";
 import { createRelayMetrics } from "./metrics.ts";
 import { startRelay } from "./relay.ts";
 
 const config = loadConfigOrExit(relayConfigSchema, "relay");
 const logger = createLogger("relay", { level: config.log_level });
+// Before anything binds: a sandbox wider than the config needs is reported (or refused).
+checkSandbox({
+  component: "relay",
+  logger,
+  strict: config.strict_sandbox,
+  unscopedNet: true,
+  writeProbes: [config.tls.cert, config.tls.key, config.tls.ca].filter((p) => p !== undefined),
+});
 const tls = readTlsOrExit("relay", config.tls);
 
 const ops = startComponentOps({
@@ -48,10 +57,23 @@ handleSignals({
     // Same sources as at start (file, env, flags); a bad file keeps the running config.
     const next = loadConfig(relayConfigSchema, processConfigSource(relayConfigSchema));
     const nextTls = readTlsFiles(next.tls);
-    relay.setPolicy(next.services);
+    // setTls builds the new TLS context before swapping it in, so bad PEM material throws
+    // here with nothing changed; the policy swap after it cannot fail.
     relay.setTls(nextTls);
+    relay.setPolicy(next.services);
+    relay.setTokens(next.tokens);
+    const restartOnly = ["listen", "metrics", "limits", "auth"].filter((key) =>
+      JSON.stringify(next[key as keyof typeof next]) !==
+        JSON.stringify(config[key as keyof typeof config])
+    );
+    if (restartOnly.length > 0) {
+      logger.warn("reload: these settings take effect only after a restart", {
+        fields: restartOnly,
+      });
+    }
     logger.info("reloaded", { services: Object.keys(next.services).length });
   },
+  onReloadResult: (result) => ops.reloads.inc({ result }),
 });
 
 logger.info("ready", {

@@ -16,7 +16,9 @@ export interface RelayMetrics {
   servicesRegistered: Gauge;
   flowsOpened: Counter<"protocol">;
   flowsActive: Gauge<"protocol">;
+  flowsClosed: Counter<"reason">;
   flowRefusals: Counter<"reason">;
+  limitHits: Counter<"limit">;
   datagramsRelayed: Counter<"direction">;
   bytesRelayed: Counter<"direction">;
   drops: Counter<"reason">;
@@ -82,6 +84,19 @@ export function createRelayMetrics(
       name: `${p}flows_active`,
       help: "Open flows, by protocol.",
       labelNames: ["protocol"],
+      registers,
+    }),
+    flowsClosed: new Counter({
+      name: `${p}flows_closed_total`,
+      help: "Flows ended, by cause (peer_close, disconnect, policy).",
+      labelNames: ["reason"],
+      registers,
+    }),
+    limitHits: new Counter({
+      name: `${p}limit_hits_total`,
+      help:
+        "Offenders shed by a limit (connections_per_identity, control_frames_per_second, flows_per_connection).",
+      labelNames: ["limit"],
       registers,
     }),
     flowRefusals: new Counter({

@@ -33,7 +33,11 @@ import {
 import type { RelayMetrics } from "./metrics.ts";
 import { createPolicy, type Policy } from "./policy.ts";
 import { createHandshakeLimiter } from "./handshake_limiter.ts";
+import { createPeerAuth } from "./peer_auth.ts";
+import type { RelayTokens } from "../shared/config/tokens.ts";
+import { createTokenBucket } from "../shared/token_bucket.ts";
 import { createServiceRegistry } from "./registry.ts";
+import { createTcpFlows, type OpenDecision } from "./tcp_flows.ts";
 
 /** One end of a flow: a session and the flow id that session uses. */
 interface FlowEnd {
@@ -76,6 +80,10 @@ interface Session {
   offers: Set<string>;
   /** Set once a deregister or close means no new flows go here. */
   retiring: boolean;
+  /** Takes one control message from this connection's rate budget; false when spent. */
+  controlBudget: () => boolean;
+  /** Set once a limit closed this connection: later messages are ignored. */
+  shed: boolean;
 }
 
 /** A running relay. */
@@ -84,10 +92,16 @@ export interface Relay {
   readonly addr: { host: string; port: number };
   /** Live state for `/health`. */
   health(): Record<string, unknown>;
-  /** Applies a new policy (reload); existing flows are kept. */
+  /**
+   * Applies a new policy (reload): withdraws registrations it forbids, closes flows it no
+   * longer allows (telling both ends), keeps every flow it still allows, and tells agents
+   * whose view of a service changed `service_up`/`service_down`.
+   */
   setPolicy(services: RelayConfig["services"]): void;
   /** Replaces the certificate for new connections (rotation). */
   setTls(tls: TlsMaterial): void;
+  /** Replaces the accepted tokens (rotation); established connections are kept. */
+  setTokens(tokens: RelayTokens): void;
   /**
    * Graceful shutdown: stop accepting, tell peers `draining`, give flows `drainMs` to
    * finish (or until none is left), then close every connection with NO_ERROR.
@@ -116,6 +130,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   const admitHandshake = createHandshakeLimiter({
     perSecond: config.limits.handshakes_per_second_per_ip,
   });
+  const auth = createPeerAuth(config.auth, config.tokens);
 
   const server: QuicServer = startQuicServer({
     host: config.listen.host,
@@ -123,15 +138,26 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     tls: deps.tls,
     idleTimeoutMs: config.idle_timeout_ms,
     maxConnections: config.limits.max_connections,
+    // Token-only peers present no certificate, so the TLS layer must not ask for one.
+    verifyPeer: config.auth !== "token",
+    datagramQueue: config.limits.datagram_queue,
     admit: (peer) => admitHandshake(peer.host),
     onConnection: accept,
   });
   const metrics = deps.metrics(() => ({ ...server.counters.drops }));
+  // TCP flows ride streams; they are authorized exactly like UDP opens (authorizeOpen).
+  const tcp = createTcpFlows<Session>({
+    authorize: (agent, service) => authorizeOpen(agent, service, "tcp"),
+    metrics,
+    openTimeoutMs: OPEN_TIMEOUT_MS,
+  });
 
   function accept(conn: QuicConnection): void {
     conn.setHandlers({
       onEstablished() {
         const identity = identityFromCertificate(conn.peerCertificate());
+        // With token auth the identity comes with `hello`; until then the session has none.
+        if (identity === null && auth.mode === "token") return startSession(conn, "");
         if (identity === null) {
           metrics.authFailures.inc({ reason: "no_identity" });
           conn.close(CloseCode.FORBIDDEN, "certificate carries no identity");
@@ -164,6 +190,11 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       pending: new Map(),
       offers: new Set(),
       retiring: false,
+      controlBudget: createTokenBucket({
+        perSecond: config.limits.control_frames_per_second,
+        burst: 2 * config.limits.control_frames_per_second,
+      }),
+      shed: false,
     };
     session.channel = createControlChannel(conn, {
       maxFrameBytes: config.limits.max_frame_bytes,
@@ -175,10 +206,14 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       onDatagram: (frame) => forwardDatagram(session, frame),
       onStreamReadable(streamId) {
         if (streamId === CONTROL_STREAM_ID) session.channel.readable();
+        else if (session.role === "agent") tcp.agentReadable(session, streamId);
+        else if (session.role === "connector") tcp.connectorReadable(session, streamId);
         else conn.streamReset(streamId, CloseCode.PROTOCOL_VIOLATION);
       },
       onStreamWritable(streamId) {
         if (streamId === CONTROL_STREAM_ID) session.channel.writable();
+        else if (session.role === "agent") tcp.agentWritable(session, streamId);
+        else if (session.role === "connector") tcp.connectorWritable(session, streamId);
       },
       onClosed: (info) => endSession(session, describeClose(info, "closed")),
     });
@@ -191,7 +226,22 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     session.conn.close(CloseCode.PROTOCOL_VIOLATION, reason);
   }
 
+  /** Closes a connection that exceeded a limit and counts it; the process carries on. */
+  function shed(session: Session, limit: string, detail: Record<string, unknown>): void {
+    if (session.shed) return;
+    session.shed = true;
+    metrics.limitHits.inc({ limit });
+    session.log.warn("limit exceeded: closing connection", { limit, ...detail });
+    session.conn.close(CloseCode.LIMIT, limit);
+  }
+
   function onControl(session: Session, message: ControlMessage): void {
+    if (session.shed) return;
+    if (!session.controlBudget()) {
+      return shed(session, "control_frames_per_second", {
+        per_second: config.limits.control_frames_per_second,
+      });
+    }
     if (session.role === null) {
       if (message.type !== "hello" || (message.role !== "connector" && message.role !== "agent")) {
         violation(session, "expected_hello", `first message was ${message.type}`);
@@ -205,6 +255,27 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         });
         violation(session, "unsupported_version", `v${message.v}`);
         return;
+      }
+      const result = auth.authenticate(session.identity || null, message.token);
+      if ("failure" in result) {
+        // The reason and address only: a presented token is never logged or echoed.
+        metrics.authFailures.inc({ reason: result.failure });
+        session.log.warn("authentication failed: closing connection", {
+          reason: result.failure,
+          role: message.role,
+          peer: peerAddress(session),
+        });
+        session.conn.close(CloseCode.FORBIDDEN, result.failure);
+        return;
+      }
+      session.identity = result.identity;
+      session.log = logger.child({ conn: session.conn.id, identity: result.identity });
+      let held = 0;
+      for (const s of sessions) if (s.role !== null && s.identity === result.identity) held++;
+      if (held >= config.limits.connections_per_identity) {
+        return shed(session, "connections_per_identity", {
+          limit: config.limits.connections_per_identity,
+        });
       }
       session.role = message.role;
       metrics.connectionsAccepted.inc({ role: message.role });
@@ -279,12 +350,12 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     session.log.info("services registered", { services: accepted, rejected: rejected.length });
   }
 
-  function deregister(session: Session, services: string[] | undefined): void {
+  function deregister(session: Session, services: string[] | undefined, notify = true): void {
     for (const offer of [...session.offers]) {
       const [name, protocol] = offer.split("/") as [string, ServiceProtocol];
       if (services !== undefined && !services.includes(name)) continue;
       session.offers.delete(offer);
-      if (registry.remove(name, protocol, session)) announce(name, "service_down");
+      if (registry.remove(name, protocol, session) && notify) announce(name, "service_down");
     }
     if (services === undefined) session.retiring = true;
     metrics.servicesRegistered.set(registry.size);
@@ -305,31 +376,41 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     session.channel.send({ type: "refused", id, reason, message });
   }
 
-  function openFromAgent(agent: Session, message: OpenMessage): void {
-    const { id, service, protocol } = message;
-    if (draining) return refuse(agent, id, "draining", "relay is draining; reconnect elsewhere");
+  /** Policy, flow limit and connector choice for an agent's open: one rule for UDP and TCP. */
+  function authorizeOpen(
+    agent: Session,
+    service: string,
+    protocol: ServiceProtocol,
+  ): OpenDecision<Session> {
+    if (draining) return { reason: "draining", message: "relay is draining; reconnect elsewhere" };
     if (!policy.mayOpen(agent.identity, service)) {
       metrics.authFailures.inc({ reason: "open_forbidden" });
       agent.log.warn("flow refused by policy", { service });
-      return refuse(
-        agent,
-        id,
-        "forbidden",
-        `identity "${agent.identity}" may not use service "${service}"`,
-      );
+      return {
+        reason: "forbidden",
+        message: `identity "${agent.identity}" may not use service "${service}"`,
+      };
     }
-    if (agent.flows.size + countPending(agent) >= config.limits.flows_per_connection) {
-      return refuse(agent, id, "limit", `at most ${config.limits.flows_per_connection} flows`);
+    const flows = agent.flows.size + countPending(agent) + tcp.count(agent);
+    if (flows >= config.limits.flows_per_connection) {
+      metrics.limitHits.inc({ limit: "flows_per_connection" });
+      return { reason: "limit", message: `at most ${config.limits.flows_per_connection} flows` };
     }
     const connector = registry.pick(service, protocol, (s) => !s.retiring);
     if (connector === undefined) {
-      return refuse(
-        agent,
-        id,
-        registry.has(service) ? "unavailable" : "unknown_service",
-        `no connector serves ${service} over ${protocol} right now`,
-      );
+      return {
+        reason: registry.has(service) ? "unavailable" : "unknown_service",
+        message: `no connector serves ${service} over ${protocol} right now`,
+      };
     }
+    return { connector };
+  }
+
+  function openFromAgent(agent: Session, message: OpenMessage): void {
+    const { id, service, protocol } = message;
+    const decision = authorizeOpen(agent, service, protocol);
+    if (!("connector" in decision)) return refuse(agent, id, decision.reason, decision.message);
+    const { connector } = decision;
     const connectorFlow = connector.nextFlow++;
     const pending: PendingOpen = {
       agent,
@@ -375,6 +456,12 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       connector.channel.send({ type: "close", flow: pending.connectorFlow, reason: "agent gone" });
       return;
     }
+    // A reload may have revoked the permission while the connector was answering.
+    if (!policy.mayOpen(agent.identity, pending.service)) {
+      connector.channel.send({ type: "close", flow: pending.connectorFlow, reason: "forbidden" });
+      metrics.authFailures.inc({ reason: "open_forbidden" });
+      return refuse(agent, pending.agentRequest, "forbidden", "policy changed");
+    }
     const agentFlow = agent.nextFlow++;
     const flow: Flow = {
       service: pending.service,
@@ -390,13 +477,23 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     agent.channel.send({ type: "opened", id: pending.agentRequest, flow: agentFlow });
   }
 
-  /** Ends a flow named by `session`'s flow id; tells the other end when `notify`. */
-  function closeFlow(session: Session, flowId: number, reason: string, notify: boolean): void {
+  /**
+   * Ends a flow named by `session`'s flow id; tells the other end when `notify`. `cause` is
+   * the bounded metric label (the peer's `reason` text is not).
+   */
+  function closeFlow(
+    session: Session,
+    flowId: number,
+    reason: string,
+    notify: boolean,
+    cause: "peer_close" | "disconnect" | "policy" = "peer_close",
+  ): void {
     const flow = session.flows.get(flowId);
     if (flow === undefined) return;
     flow.agent.session.flows.delete(flow.agent.flow);
     flow.connector.session.flows.delete(flow.connector.flow);
     metrics.flowsActive.dec({ protocol: flowKey(flow.protocol) });
+    metrics.flowsClosed.inc({ reason: cause });
     if (!notify) return;
     const other = flow.agent.session === session ? flow.connector : flow.agent;
     other.session.channel.send({ type: "close", flow: other.flow, reason });
@@ -427,8 +524,9 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
 
   function endSession(session: Session, reason: string): void {
     if (!sessions.delete(session)) return;
+    tcp.peerClosed(session);
     for (const flowId of [...session.flows.keys()]) {
-      closeFlow(session, flowId, "peer disconnected", true);
+      closeFlow(session, flowId, "peer disconnected", true, "disconnect");
     }
     for (const pending of session.pending.values()) {
       clearTimeout(pending.timer);
@@ -457,7 +555,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   function flowCount(): number {
     let n = 0;
     for (const s of sessions) if (s.role === "agent") n += s.flows.size;
-    return n;
+    return n + tcp.count();
   }
 
   return {
@@ -473,18 +571,53 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       };
     },
     setPolicy(services) {
+      const agents = [...sessions].filter((s) => s.role === "agent");
+      const visible = (agent: Session) =>
+        new Set(policy.servicesFor(agent.identity).filter((name) => registry.has(name)));
+      const before = new Map(agents.map((agent) => [agent, visible(agent)]));
       policy = createPolicy(services);
-      // Registrations the new policy forbids are withdrawn; their flows keep running.
+      // Registrations the new policy forbids are withdrawn (announced below, per agent).
       for (const session of sessions) {
         if (session.role !== "connector") continue;
         const forbidden = [...session.offers]
           .map((offer) => offer.split("/")[0])
           .filter((name) => !policy.mayRegister(session.identity, name));
-        if (forbidden.length > 0) deregister(session, forbidden);
+        if (forbidden.length > 0) deregister(session, forbidden, false);
       }
+      metrics.servicesRegistered.set(registry.size);
+      // Zero trust: a flow lives only while both of its ends are still allowed.
+      let closed = 0;
+      for (const agent of agents) {
+        for (const [flowId, flow] of [...agent.flows]) {
+          if (
+            policy.mayOpen(agent.identity, flow.service) &&
+            policy.mayRegister(flow.connector.session.identity, flow.service)
+          ) continue;
+          const reason = "no longer allowed by policy";
+          agent.channel.send({ type: "close", flow: flowId, reason });
+          closeFlow(agent, flowId, reason, true, "policy");
+          closed++;
+        }
+        const after = visible(agent);
+        for (const name of before.get(agent)!) {
+          if (!after.has(name)) agent.channel.send({ type: "service_down", service: name });
+        }
+        for (const name of after) {
+          if (!before.get(agent)!.has(name)) {
+            agent.channel.send({ type: "service_up", service: name });
+          }
+        }
+      }
+      logger.info("policy applied", {
+        services: Object.keys(services).length,
+        flows_closed: closed,
+      });
     },
     setTls(tls) {
       server.setTls(tls);
+    },
+    setTokens(tokens) {
+      auth.setTokens(tokens);
     },
     async drain(drainMs) {
       draining = true;

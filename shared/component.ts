@@ -30,6 +30,8 @@ export function readTlsOrExit(component: string, paths: TlsPaths): TlsMaterial {
 export interface ComponentOps {
   readonly registry: Registry;
   readonly lifecycle: LifecycleMetrics;
+  /** SIGHUP reloads by result (`applied`, `rejected`). */
+  readonly reloads: Counter<"result">;
   /** The ops listener's bound address (`host:port`), or null when metrics are off. */
   readonly address: string | null;
   /** Marks the component ready (first time: records the startup duration). */
@@ -70,6 +72,14 @@ export function startComponentOps(options: ComponentOpsOptions): ComponentOps {
     labelNames: ["status"],
     registers: [registry],
   });
+  const reloads = new Counter({
+    name: `${prefix}reloads_total`,
+    help: "SIGHUP config reloads, by result (applied, rejected).",
+    labelNames: ["result"],
+    registers: [registry],
+  });
+  // Both series exist from the start, so a rate() over them is defined before the first reload.
+  for (const result of ["applied", "rejected"]) reloads.inc({ result }, 0);
   let listener: OpsListener | null = null;
   if (address !== null) {
     listener = startOpsListener({
@@ -84,6 +94,7 @@ export function startComponentOps(options: ComponentOpsOptions): ComponentOps {
   return {
     registry,
     lifecycle,
+    reloads,
     address: listener
       ? formatHostPort({ host: listener.addr.hostname, port: listener.addr.port })
       : null,

@@ -16,8 +16,13 @@ export interface LifecycleOptions {
   shutdownTimeoutMs: number;
   /** Graceful shutdown: stop accepting, drain, close. Resolves when done. */
   shutdown: (signal: Deno.Signal) => Promise<void>;
-  /** Called on SIGHUP; a rejected reload must leave the running config in place. */
+  /**
+   * Called on SIGHUP; validates everything first and throws (changing nothing) when the new
+   * config is unusable.
+   */
   reload?: () => Promise<void> | void;
+  /** Told how each reload ended, for the `reloads_total{result}` counter. */
+  onReloadResult?: (result: "applied" | "rejected") => void;
   /** Exits the process; injectable for tests. */
   exit?: (code: number) => void;
 }
@@ -27,7 +32,7 @@ export interface LifecycleOptions {
  * (reload) handlers. Returns a function that removes them.
  */
 export function handleSignals(options: LifecycleOptions): () => void {
-  const { logger, shutdownTimeoutMs, shutdown, reload, exit = Deno.exit } = options;
+  const { logger, shutdownTimeoutMs, shutdown, reload, onReloadResult, exit = Deno.exit } = options;
   let stopping = false;
   let firstSignalAt = 0;
 
@@ -64,7 +69,13 @@ export function handleSignals(options: LifecycleOptions): () => void {
     if (stopping || reload === undefined) return;
     Promise.resolve()
       .then(reload)
-      .catch((error) => logger.error("reload rejected: keeping the running config", { error }));
+      .then(
+        () => onReloadResult?.("applied"),
+        (error) => {
+          logger.error("reload rejected: keeping the running config", { error });
+          onReloadResult?.("rejected");
+        },
+      );
   };
 
   const handlers: [Deno.Signal, () => void][] = [

@@ -57,6 +57,8 @@ export interface RelayLinkOptions {
   serverName: string;
   /** Our role in `hello`. */
   role: "connector" | "agent";
+  /** Token sent in `hello` (relay `auth` `token` or `mtls+token`); never logged. */
+  token?: string;
   /** Current TLS material; read at every dial so a reload takes effect on reconnect. */
   tls: () => TlsMaterial;
   /** Idle timeout; keepalive pings go out at a third of it. */
@@ -96,7 +98,9 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<void> {
     const outcome = await runSession(options, { host, port: relay.port }, label, backoff);
     if (signal.aborted) break;
     // A draining relay asked us to go elsewhere now; other failures wait out the backoff
-    // (with several relays the next attempt already goes to another one).
+    // (with several relays the next attempt already goes to another one). A drain is a
+    // planned stop of a healthy relay, not a failure streak, so the backoff starts over.
+    if (outcome === "draining") backoff.reset();
     const delay = outcome === "draining" ? 0 : backoff.next();
     logger.info("relay link down, redialing", { relay: label, reason: outcome, delay_ms: delay });
     if (!await sleep(delay, signal)) break;
@@ -138,7 +142,12 @@ function runSession(
       conn.close(CloseCode.GOING_AWAY, "handshake timeout");
     }, handshakeTimeoutMs);
     let keepalive: ReturnType<typeof setInterval> | undefined;
-    const onAbort = () => conn.close(CloseCode.NO_ERROR, "shutdown");
+    const onAbort = () => {
+      conn.close(CloseCode.NO_ERROR, "shutdown");
+      // Shutdown does not wait for a dial that never came up: a half-done handshake can sit
+      // in quiche's closing state for three PTOs (seconds before the first RTT sample).
+      if (!up) resolve("shutdown");
+    };
     signal.addEventListener("abort", onAbort, { once: true });
 
     const channel: ControlChannel = createControlChannel(conn, {
@@ -170,6 +179,10 @@ function runSession(
             endReason = "draining";
             log.info("relay is draining", { reconnect_ms: message.reconnect_ms });
             handlers.onMessage(session, message);
+            // With another relay to go to, leave now so traffic moves at once. A link bound
+            // to this one relay (a connector's, one per relay) keeps the session: its flows
+            // get the relay's drain period, and the relay closes it.
+            if (options.relays.length > 1) conn.close(CloseCode.NO_ERROR, "relay draining");
             return;
           case "error":
             log.warn("relay reported an error", { code: message.code, detail: message.message });
@@ -187,7 +200,12 @@ function runSession(
 
     conn.setHandlers({
       onEstablished() {
-        channel.send({ type: "hello", v: PROTOCOL_VERSION, role: options.role });
+        channel.send({
+          type: "hello",
+          v: PROTOCOL_VERSION,
+          role: options.role,
+          ...(options.token === undefined ? {} : { token: options.token }),
+        });
       },
       onDatagram(frame) {
         if (up) handlers.onDatagram(session, frame);

@@ -7,8 +7,10 @@ import type { TlsMaterial } from "./quic/mod.ts";
 
 /** Paths of the PEM files, as in every component's `tls` config. */
 export interface TlsPaths {
-  cert: string;
-  key: string;
+  /** Absent for a connector or agent that authenticates with a token only. */
+  cert?: string;
+  /** Absent together with `cert`. */
+  key?: string;
   ca: string;
 }
 
@@ -27,5 +29,9 @@ export function readTlsFiles(paths: TlsPaths): TlsMaterial {
       );
     }
   };
-  return { cert: read("cert", paths.cert), key: read("key", paths.key), ca: read("ca", paths.ca) };
+  return {
+    cert: paths.cert === undefined ? undefined : read("cert", paths.cert),
+    key: paths.key === undefined ? undefined : read("key", paths.key),
+    ca: read("ca", paths.ca),
+  };
 }

@@ -85,23 +85,66 @@ export function openUdpSocket(options: UdpSocketOptions): UdpSocket {
   let open = true;
   let pendingSends = 0;
 
+  // Deno starts concurrent `send()` calls last-first: a burst of packets handed over without
+  // waiting leaves the socket in reverse order, which a QUIC peer sees as reordering (and
+  // beyond three packets as loss). So sends wait in one FIFO and go to the kernel one at a
+  // time; `owned` marks pooled buffers, released once the kernel has them.
+  const queue: {
+    buffers: Uint8Array[];
+    lengths: number[];
+    targets: UdpTarget[];
+    owned: boolean[];
+  } = { buffers: [], lengths: [], targets: [], owned: [] };
+  let head = 0;
+  let sending = false;
+
+  function enqueue(buffer: Uint8Array, length: number, to: UdpTarget, owned: boolean): void {
+    pendingSends++;
+    queue.buffers.push(buffer);
+    queue.lengths.push(length);
+    queue.targets.push(to);
+    queue.owned.push(owned);
+    if (!sending) drainQueue();
+  }
+
+  async function drainQueue(): Promise<void> {
+    sending = true;
+    while (head < queue.buffers.length) {
+      const buffer = queue.buffers[head];
+      const length = queue.lengths[head];
+      const to = queue.targets[head];
+      const owned = queue.owned[head];
+      head++;
+      if (open) {
+        try {
+          await conn.send(length === buffer.length ? buffer : buffer.subarray(0, length), to);
+        } catch (error) {
+          if (open) onError(error, "send");
+        }
+      }
+      pendingSends--;
+      if (owned) pool.release(buffer);
+      // Under sustained load the queue may never run empty: drop the sent prefix now and then.
+      if (head >= 1024) compactQueue();
+    }
+    compactQueue();
+    sending = false;
+  }
+
+  function compactQueue(): void {
+    queue.buffers.splice(0, head);
+    queue.lengths.splice(0, head);
+    queue.targets.splice(0, head);
+    queue.owned.splice(0, head);
+    head = 0;
+  }
+
   function sendOwned(buffer: Uint8Array, length: number, to: UdpTarget): void {
     if (!open) {
       pool.release(buffer);
       return;
     }
-    pendingSends++;
-    conn.send(buffer.subarray(0, length), to).then(
-      () => {
-        pendingSends--;
-        pool.release(buffer);
-      },
-      (error) => {
-        pendingSends--;
-        pool.release(buffer);
-        if (open) onError(error, "send");
-      },
-    );
+    enqueue(buffer, length, to, true);
   }
 
   async function readLoop(): Promise<void> {
@@ -132,14 +175,7 @@ export function openUdpSocket(options: UdpSocketOptions): UdpSocket {
     send(data, to) {
       if (data.length > sendBufferBytes) {
         // Larger than a pooled buffer (a big backend payload): rare, so a one-off copy is fine.
-        pendingSends++;
-        conn.send(data.slice(), to).then(
-          () => pendingSends--,
-          (error) => {
-            pendingSends--;
-            if (open) onError(error, "send");
-          },
-        );
+        if (open) enqueue(data.slice(), data.length, to, false);
         return;
       }
       const buffer = pool.acquire();

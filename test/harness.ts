@@ -76,6 +76,8 @@ export interface ComponentProcess {
   readonly ready: Record<string, unknown>;
   /** Every JSON log line so far. */
   readonly logs: Record<string, unknown>[];
+  /** Every stderr line so far (runtime warnings, exit messages). */
+  readonly stderr: string[];
   /** Resolves with the first log line matching, or rejects after `ms`. */
   waitForLog(
     match: (line: Record<string, unknown>) => boolean,
@@ -83,7 +85,13 @@ export interface ComponentProcess {
   ): Promise<Record<string, unknown>>;
   /** Sends a signal (default SIGTERM) and resolves with the exit code (bounded). */
   stop(signal?: Deno.Signal, ms?: number): Promise<number>;
+  /** Sends a signal without waiting for anything (e.g. SIGHUP); ignored once exited. */
+  signal(signal: Deno.Signal): void;
   readonly status: Promise<Deno.CommandStatus>;
+  /** The child's process id (benchmarks read its CPU time and RSS from `/proc`). */
+  readonly pid: number;
+  /** The config file it was started with (set by {@linkcode startComponent}). */
+  readonly configPath?: string;
 }
 
 /** Options for {@linkcode startComponent}. */
@@ -109,21 +117,29 @@ export async function startComponent(
   await Deno.writeTextFile(configPath, JSON.stringify(config));
   const componentArgs = ["--config", configPath, ...args];
   const { config: parsed } = loadComponentConfig(component, componentArgs, {});
-  return spawnLogged(component, runArgs(component, parsed, configPath, componentArgs), {
+  const proc = await spawnLogged(component, runArgs(component, parsed, configPath, componentArgs), {
     waitReady,
     timeoutMs,
   });
+  return { ...proc, configPath };
 }
 
 /** Spawns `deno <args>` and follows its JSON log lines. */
 export async function spawnLogged(
   name: string,
   args: string[],
-  options: { waitReady?: boolean; timeoutMs?: number; readyMsg?: string } = {},
+  options: {
+    waitReady?: boolean;
+    timeoutMs?: number;
+    readyMsg?: string;
+    /** Extra environment variables for the child (e.g. a `ZTNA_*` override). */
+    env?: Record<string, string>;
+  } = {},
 ): Promise<ComponentProcess> {
-  const { waitReady = true, timeoutMs = 20_000, readyMsg = "ready" } = options;
+  const { waitReady = true, timeoutMs = 20_000, readyMsg = "ready", env } = options;
   const child = new Deno.Command(Deno.execPath(), {
     args,
+    env,
     cwd: PROJECT_ROOT,
     stdout: "piped",
     stderr: "piped",
@@ -185,15 +201,35 @@ export async function spawnLogged(
     const exited = status.then((s) => {
       throw new Error(`${name} exited with ${s.code} before ready: ${stderr.join("\n")}`);
     });
-    ready = await Promise.race([waitForLog((l) => l.msg === readyMsg, timeoutMs), exited]);
     exited.catch(() => {});
+    try {
+      ready = await Promise.race([waitForLog((l) => l.msg === readyMsg, timeoutMs), exited]);
+    } catch (error) {
+      // Never leave a child behind that nobody holds a handle to any more.
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+      await status;
+      throw error;
+    }
   }
   return {
     name,
+    pid: child.pid,
     ready,
     logs,
+    stderr,
     waitForLog,
     status,
+    signal(signal) {
+      try {
+        child.kill(signal);
+      } catch {
+        // Already exited.
+      }
+    },
     async stop(signal = "SIGTERM", ms = 15_000) {
       try {
         child.kill(signal);

@@ -74,11 +74,18 @@ export function permissionFlags(
   config: ComponentConfig,
   configPath: string | null,
 ): string[] {
-  const reads = [config.tls.cert, config.tls.key, config.tls.ca];
+  const reads = [config.tls.cert, config.tls.key, config.tls.ca]
+    .filter((path): path is string => path !== undefined);
   if (configPath !== null) reads.unshift(configPath);
+  const envNames = configEnvNames(schemas[component]);
+  // Secret references are read by the component itself: exactly that variable or file.
+  for (const ref of secretRefs(component, config)) {
+    if (ref.startsWith("env:")) envNames.push(ref.slice(4));
+    else if (ref.startsWith("file:")) reads.push(ref.slice(5));
+  }
   const flags = [
-    `--allow-read=${reads.join(",")}`,
-    `--allow-env=${configEnvNames(schemas[component]).join(",")}`,
+    `--allow-read=${[...new Set(reads)].join(",")}`,
+    `--allow-env=${[...new Set(envNames)].join(",")}`,
     `--allow-ffi=${quicAddonDir()}`,
   ];
   const net = new Set<string>();
@@ -109,6 +116,17 @@ export function permissionFlags(
   }
   flags.unshift(`--allow-net=${[...net].join(",")}`);
   return flags;
+}
+
+/** The secret references (`env:NAME`, `file:/path`) a component's config resolves. */
+export function secretRefs(component: Component, config: ComponentConfig): string[] {
+  if (component === "relay") {
+    return Object.values((config as RelayConfig).tokens).flatMap((entries) =>
+      entries.map((entry) => entry.ref).filter((ref) => !ref.startsWith("sha256:"))
+    );
+  }
+  const token = (config as ConnectorConfig | AgentConfig).token;
+  return token === undefined ? [] : [token.ref];
 }
 
 /** The full `deno run` argument list (after the deno binary) for a component. */

@@ -12,9 +12,12 @@ import {
 } from "./address.ts";
 import {
   clientTlsSchema,
+  dialerAuthFields,
   dialerFields,
   lifecycleFields,
   logLevelSchema,
+  requireCredential,
+  sandboxFields,
   serviceNameSchema,
 } from "./common.ts";
 
@@ -65,7 +68,9 @@ export const agentConfigSchema = z.object({
   log_level: logLevelSchema,
   ...lifecycleFields,
   ...dialerFields,
-}).strict();
+  ...dialerAuthFields,
+  ...sandboxFields,
+}).strict().superRefine(requireCredential);
 
 /** The agent config after parsing and defaults. */
 export type AgentConfig = z.infer<typeof agentConfigSchema>;

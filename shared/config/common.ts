@@ -8,6 +8,7 @@
  */
 import { z } from "zod";
 import { logLevels } from "../log.ts";
+import { secretSchema } from "./secret.ts";
 
 /** Pattern of a service name: lowercase, DNS-label-like, at most 63 characters. */
 export const serviceNamePattern: RegExp = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -31,11 +32,43 @@ export const relayTlsSchema = z.object({
 
 /**
  * Zod schema: a dialing peer's TLS files plus `server_name`, the name verified on the relay
- * certificate (default `"localhost"`).
+ * certificate (default `"localhost"`). `cert` and `key` (the client certificate) go together
+ * and may both be absent when the peer authenticates with a `token` only.
  */
 export const clientTlsSchema = relayTlsSchema.extend({
+  cert: z.string().min(1).optional(),
+  key: z.string().min(1).optional(),
   server_name: z.string().min(1).prefault("localhost"),
-}).strict();
+}).strict().refine((tls) => (tls.cert === undefined) === (tls.key === undefined), {
+  error: "tls.cert and tls.key go together: set both or neither",
+  path: ["key"],
+});
+
+/** Zod shape: how a dialing peer (connector, agent) authenticates besides its certificate. */
+export const dialerAuthFields = {
+  /**
+   * Token sent in `hello` when the relay's `auth` is `token` or `mtls+token`: a secret
+   * reference, `env:NAME` or `file:/path`, never the token itself.
+   */
+  token: secretSchema().optional(),
+};
+
+/**
+ * The check every dialer config passes: it has a client certificate or a token (or both),
+ * since a relay accepts nothing else.
+ */
+export function requireCredential(
+  config: { tls: { cert?: string }; token?: unknown },
+  ctx: z.RefinementCtx,
+): void {
+  if (config.tls.cert === undefined && config.token === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["tls", "cert"],
+      message: "required: a client certificate (tls.cert and tls.key) or a token",
+    });
+  }
+}
 
 /** Zod schema: the log level, default `"info"`. */
 export const logLevelSchema = z.enum(logLevels).prefault("info");
@@ -53,10 +86,30 @@ export const lifecycleFields = {
   shutdown_timeout_ms: positiveMs.prefault(10_000),
 };
 
+/** Zod shape: security fields every component has. */
+export const sandboxFields = {
+  /**
+   * Refuse to start (exit 2) when the process holds more Deno permissions than its config
+   * needs, instead of logging a warning. Also `--strict-sandbox`.
+   */
+  strict_sandbox: z.boolean().prefault(false),
+};
+
 /** Zod shape: the fields of a dialing peer (connector, agent) that the relay does not have. */
 export const dialerFields = {
   /** Idle time after which a flow is forgotten. */
   flow_idle_ms: positiveMs.prefault(60_000),
+  /**
+   * Reconnect backoff: the delay before redial n is random in [0, min(max_ms, base_ms * 2^n)),
+   * reset once a session has been up for 30 s. Defaults 1 s doubling to 30 s.
+   */
+  reconnect: z.object({
+    base_ms: positiveMs.prefault(1_000),
+    max_ms: positiveMs.prefault(30_000),
+  }).strict().refine((r) => r.max_ms >= r.base_ms, {
+    error: "reconnect.max_ms must be at least reconnect.base_ms",
+    path: ["max_ms"],
+  }).prefault({}),
   /** Bounds for reassembling fragmented datagrams. */
   reassembly: z.object({
     max_bytes: z.number().int().positive().prefault(4_194_304),

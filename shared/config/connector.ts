@@ -7,9 +7,12 @@ import { z } from "zod";
 import { hostPortSchema, metricsAddressSchema, serviceUrlSchema } from "./address.ts";
 import {
   clientTlsSchema,
+  dialerAuthFields,
   dialerFields,
   lifecycleFields,
   logLevelSchema,
+  requireCredential,
+  sandboxFields,
   serviceNameSchema,
 } from "./common.ts";
 
@@ -49,10 +52,22 @@ export const connectorConfigSchema = z.object({
   ).refine((services) => Object.keys(services).length > 0, {
     error: "at least one service is required",
   }),
+  /**
+   * Circuit breaker per TCP backend: `failures` consecutive connect failures open it; after
+   * `reset_ms` one probe connect may close it again.
+   */
+  circuit: z.object({
+    failures: z.number().int().positive().prefault(5),
+    reset_ms: z.number().int().nonnegative().prefault(5_000),
+  }).strict().prefault({}),
+  /** A TCP backend connect taking longer than this fails (and counts for the breaker). */
+  connect_timeout_ms: z.number().int().positive().prefault(5_000),
   log_level: logLevelSchema,
   ...lifecycleFields,
   ...dialerFields,
-}).strict();
+  ...dialerAuthFields,
+  ...sandboxFields,
+}).strict().superRefine(requireCredential);
 
 /** The connector config after parsing and defaults. */
 export type ConnectorConfig = z.infer<typeof connectorConfigSchema>;

@@ -48,11 +48,13 @@ export function parseFlags(args: readonly string[], leaves: readonly ConfigLeaf[
       throw new ConfigError(arg, "flag", "unexpected argument; flags look like --name=value");
     }
     const eq = arg.indexOf("=");
-    const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
+    const written = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
+    // Keys are snake_case; the CLI habit of dashes (--strict-sandbox) names the same leaf.
+    const name = byName.has(written) ? written : written.replaceAll("-", "_");
     const leaf = byName.get(name);
     if (name !== "config" && !leaf) {
       const known = ["config", ...byName.keys()].map((n) => `--${n}`).join(", ");
-      throw new ConfigError(`--${name}`, "flag", `unknown flag; known flags: ${known}`);
+      throw new ConfigError(`--${written}`, "flag", `unknown flag; known flags: ${known}`);
     }
 
     let text: string;
@@ -63,7 +65,7 @@ export function parseFlags(args: readonly string[], leaves: readonly ConfigLeaf[
     } else if (i + 1 < args.length) {
       text = args[++i];
     } else {
-      throw new ConfigError(`--${name}`, "flag", "flag needs a value");
+      throw new ConfigError(`--${written}`, "flag", "flag needs a value");
     }
 
     if (!leaf) {

@@ -17,6 +17,9 @@ Deno.test("configLeaves()", async (t) => {
       ["idle_timeout_ms", "ZTNA_IDLE_TIMEOUT_MS", "number", false],
       ["drain_ms", "ZTNA_DRAIN_MS", "number", false],
       ["shutdown_timeout_ms", "ZTNA_SHUTDOWN_TIMEOUT_MS", "number", false],
+      ["strict_sandbox", "ZTNA_STRICT_SANDBOX", "boolean", false],
+      ["auth", "ZTNA_AUTH", "string", false],
+      ["tokens", "ZTNA_TOKENS", "json", false],
       ["limits.max_connections", "ZTNA_LIMITS_MAX_CONNECTIONS", "number", false],
       ["limits.flows_per_connection", "ZTNA_LIMITS_FLOWS_PER_CONNECTION", "number", false],
       [
@@ -26,6 +29,19 @@ Deno.test("configLeaves()", async (t) => {
         false,
       ],
       ["limits.max_frame_bytes", "ZTNA_LIMITS_MAX_FRAME_BYTES", "number", false],
+      [
+        "limits.connections_per_identity",
+        "ZTNA_LIMITS_CONNECTIONS_PER_IDENTITY",
+        "number",
+        false,
+      ],
+      [
+        "limits.control_frames_per_second",
+        "ZTNA_LIMITS_CONTROL_FRAMES_PER_SECOND",
+        "number",
+        false,
+      ],
+      ["limits.datagram_queue", "ZTNA_LIMITS_DATAGRAM_QUEUE", "number", false],
     ]);
   });
 

@@ -10,8 +10,10 @@ import {
   lifecycleFields,
   logLevelSchema,
   relayTlsSchema,
+  sandboxFields,
   serviceNameSchema,
 } from "./common.ts";
+import { tokensSchema } from "./tokens.ts";
 
 const count = z.number().int().positive();
 
@@ -44,13 +46,36 @@ export const relayConfigSchema = z.object({
   ).prefault({}),
   log_level: logLevelSchema,
   ...lifecycleFields,
+  ...sandboxFields,
+  /**
+   * How connectors and agents authenticate: `mtls` (client certificate, identity = its CN),
+   * `token` (no client certificate; the `hello` token names the identity) or `mtls+token`
+   * (both: the token must be listed for the certificate's identity).
+   */
+  auth: z.enum(["mtls", "token", "mtls+token"]).prefault("mtls"),
+  /** Accepted tokens per identity: `sha256:<hex>` hashes or `env:`/`file:` references. */
+  tokens: tokensSchema().prefault({}),
   limits: z.object({
     max_connections: count.prefault(10_000),
     flows_per_connection: count.prefault(1024),
     handshakes_per_second_per_ip: count.prefault(200),
     max_frame_bytes: count.prefault(65_536),
+    /** Live authenticated connections one identity may hold; more are closed with LIMIT. */
+    connections_per_identity: count.prefault(64),
+    /** Sustained control messages per second per connection (burst: twice as many). */
+    control_frames_per_second: count.prefault(200),
+    /** DATAGRAM frames quiche queues per connection and direction before dropping. */
+    datagram_queue: count.prefault(1024),
   }).strict().prefault({}),
-}).strict();
+}).strict().superRefine((config, ctx) => {
+  if (config.auth !== "mtls" && Object.keys(config.tokens).length === 0) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["tokens"],
+      message: `auth "${config.auth}" needs at least one identity under tokens`,
+    });
+  }
+});
 
 /** The relay config after parsing and defaults. */
 export type RelayConfig = z.infer<typeof relayConfigSchema>;

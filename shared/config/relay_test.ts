@@ -14,11 +14,17 @@ Deno.test("relayConfigSchema", async (t) => {
       idle_timeout_ms: 30000,
       drain_ms: 3000,
       shutdown_timeout_ms: 10000,
+      strict_sandbox: false,
+      auth: "mtls",
+      tokens: {},
       limits: {
         max_connections: 10000,
         flows_per_connection: 1024,
         handshakes_per_second_per_ip: 200,
         max_frame_bytes: 65536,
+        connections_per_identity: 64,
+        control_frames_per_second: 200,
+        datagram_queue: 1024,
       },
     });
   });

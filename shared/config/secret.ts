@@ -115,3 +115,53 @@ export function secretRefSchema(readers: SecretReaders = {}): z.ZodType<string, 
     }
   });
 }
+
+/**
+ * A resolved secret that remembers its reference: `ref` (e.g. `env:AGENT_TOKEN`) is safe to
+ * show and is what the permission scope is derived from; `value` is not enumerable and
+ * `toJSON()` returns the reference, so printing or serializing a config never shows it.
+ */
+export interface Secret {
+  /** The reference from the config, `env:NAME` or `file:/path`. */
+  readonly ref: string;
+  /** The secret itself (registered with the logger for redaction). */
+  readonly value: string;
+  /** The reference: what JSON output shows. */
+  toJSON(): string;
+}
+
+/**
+ * Builds a zod schema for a secret reference that resolves at load time to a
+ * {@linkcode Secret} (reference plus hidden value).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { secretSchema } from "./secret.ts";
+ *
+ * const secret = secretSchema({ env: () => "t0ken-value" }).parse("env:AGENT_TOKEN");
+ * assert.equal(secret.value, "t0ken-value");
+ * assert.equal(JSON.stringify({ token: secret }), '{"token":"env:AGENT_TOKEN"}');
+ * ```
+ *
+ * @param readers Where references are read from.
+ * @returns The schema.
+ */
+export function secretSchema(readers: SecretReaders = {}): z.ZodType<Secret, string> {
+  const { env, readFile } = readers;
+  return z.string().transform((ref, ctx) => {
+    try {
+      return toSecret(ref, resolveSecret(ref, env, readFile));
+    } catch (error) {
+      ctx.addIssue({ code: "custom", message: (error as Error).message });
+      return z.NEVER;
+    }
+  });
+}
+
+/** Wraps a resolved value with its reference (see {@linkcode Secret}). */
+export function toSecret(ref: string, value: string): Secret {
+  const secret = { ref, toJSON: () => ref } as Secret;
+  Object.defineProperty(secret, "value", { value, enumerable: false });
+  return Object.freeze(secret);
+}

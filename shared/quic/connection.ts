@@ -134,6 +134,10 @@ export interface ConnectionState {
   timer: ReturnType<typeof setTimeout> | undefined;
   timerDeadline: number;
   flushQueued: boolean;
+  /** Flush deferred after received packets (coalesces ACKs), or undefined. */
+  ackTimer: ReturnType<typeof setTimeout> | undefined;
+  /** `flushConnection(state)` bound once, so scheduling a flush allocates no closure. */
+  flushNow: () => void;
   /** Streams waiting for capacity after a short write. */
   blocked: Set<number>;
   /** Called once after `onClosed`, for the endpoint's bookkeeping. */
@@ -170,6 +174,12 @@ export function createConnectionState(
     timer: undefined,
     timerDeadline: Infinity,
     flushQueued: false,
+    ackTimer: undefined,
+    flushNow: () => {
+      state.flushQueued = false;
+      state.ackTimer = undefined;
+      flushConnection(state);
+    },
     blocked: new Set(),
     onFinished,
   };
@@ -178,10 +188,7 @@ export function createConnectionState(
     if (state.flushQueued || state.finished) return;
     state.flushQueued = true;
     // One flush per turn batches all writes the application made in it.
-    queueMicrotask(() => {
-      state.flushQueued = false;
-      flushConnection(state);
-    });
+    queueMicrotask(state.flushNow);
   };
   (state as { api: QuicConnection }).api = {
     id,
@@ -231,6 +238,9 @@ export function createConnectionState(
       if (state.finished) return null;
       try {
         const result = native.streamRecv(streamId, buffer);
+        // Reading frees flow-control credit: the MAX_STREAM_DATA that grants it must go out
+        // even when no packet arrives (a blocked sender sends none).
+        if (result !== null) scheduleFlush();
         return result === null ? null : { bytes: result[0], fin: result[1] };
       } catch (error) {
         const reset = error instanceof Error && /^StreamReset\((\d+)\)/.exec(error.message);
@@ -281,8 +291,22 @@ export function receivePacket(state: ConnectionState, packet: Uint8Array): boole
     if (!isDone(error)) accepted = false;
   }
   dispatchEvents(state);
-  flushConnection(state);
+  if (state.wasEstablished) deferFlush(state);
+  else flushConnection(state);
   return accepted;
+}
+
+/**
+ * After the handshake, what a received packet makes quiche send is mostly an ACK, and
+ * quiche answers every ack-eliciting packet with one when flushed at once: a packet sent
+ * and received (two syscalls, an encrypt and a decrypt) per datagram per hop. Deferring
+ * that flush to the next event-loop turn lets the packets that arrive meanwhile share one
+ * ACK; anything the application writes in this turn still goes out in this turn (its
+ * microtask flush carries the ACK too). The delay is far below quiche's max_ack_delay.
+ */
+function deferFlush(state: ConnectionState): void {
+  if (state.ackTimer !== undefined || state.flushQueued || state.finished) return;
+  state.ackTimer = setTimeout(state.flushNow, 0);
 }
 
 function dispatchEvents(state: ConnectionState): void {
@@ -328,6 +352,10 @@ function dispatchEvents(state: ConnectionState): void {
 /** Sends everything quiche has queued, re-arms the timer and finishes a closed connection. */
 export function flushConnection(state: ConnectionState): void {
   if (state.finished) return;
+  if (state.ackTimer !== undefined) {
+    clearTimeout(state.ackTimer);
+    state.ackTimer = undefined;
+  }
   const { native, socket, target } = state;
   const pool = socket.pool;
   for (;;) {
@@ -378,6 +406,8 @@ function finishConnection(state: ConnectionState): void {
   state.finished = true;
   if (state.timer !== undefined) clearTimeout(state.timer);
   state.timer = undefined;
+  if (state.ackTimer !== undefined) clearTimeout(state.ackTimer);
+  state.ackTimer = undefined;
   const { native } = state;
   const info: CloseInfo = {
     local: toError(native.localError()),

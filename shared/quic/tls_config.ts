@@ -7,10 +7,13 @@ import { ALPN, type NativeConfig, quiche } from "./native.ts";
 
 /** PEM material for one endpoint: its own certificate chain and key, and the CA it trusts. */
 export interface TlsMaterial {
-  /** PEM certificate (chain) this endpoint presents. */
-  cert: Uint8Array;
+  /**
+   * PEM certificate (chain) this endpoint presents; a client authenticating by token only
+   * presents none.
+   */
+  cert?: Uint8Array;
   /** PEM private key for `cert`. */
-  key: Uint8Array;
+  key?: Uint8Array;
   /** PEM CA certificate(s) used to verify the peer. */
   ca: Uint8Array;
 }
@@ -32,6 +35,12 @@ export interface TransportOptions {
    * @default {1024}
    */
   datagramQueue?: number;
+  /**
+   * Server only: require and verify a client certificate (mTLS). Off when peers authenticate
+   * with tokens alone; the client always verifies the server.
+   * @default {true}
+   */
+  verifyPeer?: boolean;
   /**
    * Bidirectional streams the peer may open (control stream plus TCP flows).
    * @default {1024}
@@ -57,13 +66,22 @@ export function createQuicConfig(tls: TlsMaterial, options: TransportOptions = {
     maxUdpPayload = DEFAULT_MAX_UDP_PAYLOAD,
     datagramQueue = 1024,
     maxStreams = 1024,
+    verifyPeer = true,
   } = options;
   if (!Number.isInteger(idleTimeoutMs) || idleTimeoutMs < 1) {
     throw new RangeError(
       `Cannot create QUIC config as 'idleTimeoutMs' must be a positive integer: current value is ${idleTimeoutMs}`,
     );
   }
-  const config = quiche.Config.withBoringSslCtx(true, false, tls.ca, [tls.key], [tls.cert], null);
+  // quiche's binding panics on empty lists: a certificate-less client passes null.
+  const config = quiche.Config.withBoringSslCtx(
+    verifyPeer,
+    false,
+    tls.ca,
+    tls.key ? [tls.key] : null,
+    tls.cert ? [tls.cert] : null,
+    null,
+  );
   config.setApplicationProtos([ALPN]);
   config.setMaxIdleTimeout(idleTimeoutMs);
   config.setMaxRecvUdpPayloadSize(65_527);

@@ -1,0 +1,255 @@
+/**
+ * The agent's TCP forwards: each connection accepted on a `tcp://` listen address becomes
+ * a new bidirectional stream on the relay session, starting with an `open` header. Once the
+ * relay answers `opened`, stream and socket are piped; a `refused` answer (policy, unknown
+ * service, backend down, open circuit) or a reset closes the local connection at once.
+ *
+ * @module
+ */
+import { formatHostPort, type ServiceUrl } from "../shared/config/address.ts";
+import type { Logger } from "../shared/log.ts";
+import { StreamCode } from "../shared/protocol/stream_header.ts";
+import type { RelaySession } from "../shared/relay_link.ts";
+import {
+  createStreamHeaderReader,
+  type PendingWrite,
+  type StreamHeaderReader,
+  writeStreamHeader,
+} from "../shared/stream_header_io.ts";
+import { pipeStreamSocket, type TcpPipe } from "../shared/tcp_pipe.ts";
+import type { AgentMetrics } from "./metrics.ts";
+
+/** Options for {@linkcode startTcpForwards}. */
+export interface TcpForwardOptions {
+  /** The `tcp://` forwards of the config. */
+  forwards: { listen: ServiceUrl; service: string }[];
+  /** The current relay session, or null while disconnected. */
+  session(): RelaySession | null;
+  /**
+   * A relay that has not answered an open in this time is given up on.
+   * @default {10000}
+   */
+  openTimeoutMs?: number;
+  logger: Logger;
+  metrics: AgentMetrics;
+}
+
+/** The running TCP forwards; the agent routes non-control stream events here. */
+export interface TcpForwards {
+  /** Bound addresses, e.g. `tcp://127.0.0.1:8080`. */
+  readonly listening: string[];
+  readable(session: RelaySession, streamId: number): void;
+  writable(session: RelaySession, streamId: number): void;
+  /** The relay session ended: every flow on it is closed locally. */
+  sessionDown(session: RelaySession): void;
+  /** Live TCP flows (opening and open). */
+  count(): number;
+  /** Stops accepting; open flows keep running. */
+  stopAccepting(): void;
+  /** Ends every flow now. */
+  closeAll(): void;
+}
+
+interface Flow {
+  service: string;
+  socket: Deno.TcpConn;
+  state: "opening" | "open";
+  header: PendingWrite;
+  reader: StreamHeaderReader;
+  pipe: TcpPipe | null;
+  started: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+interface SessionFlows {
+  /** Next client-initiated bidirectional stream id (0 is the control stream). */
+  next: number;
+  flows: Map<number, Flow>;
+}
+
+/**
+ * Binds every `tcp://` forward and starts accepting.
+ *
+ * @example
+ * ```ts ignore
+ * const tcp = startTcpForwards({ forwards, session: () => current, logger, metrics });
+ * console.log(tcp.listening); // ["tcp://127.0.0.1:8080"]
+ * ```
+ */
+export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
+  const { logger, metrics, openTimeoutMs = 10_000 } = options;
+  const bySession = new Map<RelaySession, SessionFlows>();
+  const listeners = options.forwards.map(({ listen, service }) => ({
+    service,
+    listener: Deno.listen({ hostname: listen.host, port: listen.port, transport: "tcp" }),
+  }));
+
+  for (const { service, listener } of listeners) acceptLoop(service, listener);
+
+  async function acceptLoop(service: string, listener: Deno.TcpListener): Promise<void> {
+    for (;;) {
+      let socket: Deno.TcpConn;
+      try {
+        socket = await listener.accept();
+      } catch (error) {
+        if (error instanceof Deno.errors.BadResource) return; // listener closed
+        logger.warn("tcp accept failed", { service, error });
+        continue;
+      }
+      accept(service, socket);
+    }
+  }
+
+  function accept(service: string, socket: Deno.TcpConn): void {
+    const session = options.session();
+    if (session === null) {
+      metrics.flowRefusals.inc({ reason: "not_connected" });
+      socket.close();
+      return;
+    }
+    socket.setNoDelay(true);
+    let state = bySession.get(session);
+    if (state === undefined) bySession.set(session, state = { next: 4, flows: new Map() });
+    const streamId = state.next;
+    state.next += 4;
+    const header = writeStreamHeader(session.conn, streamId, {
+      type: "open",
+      service,
+      protocol: "tcp",
+    });
+    if (header === null) {
+      socket.close();
+      return;
+    }
+    const flow: Flow = {
+      service,
+      socket,
+      state: "opening",
+      header,
+      reader: createStreamHeaderReader(session.conn, streamId),
+      pipe: null,
+      started: performance.now(),
+      timer: setTimeout(() => {
+        logger.warn("relay did not answer a tcp open in time", { service });
+        session.conn.streamReset(streamId, StreamCode.GOING_AWAY);
+        end(session, streamId);
+      }, openTimeoutMs),
+    };
+    state.flows.set(streamId, flow);
+  }
+
+  /** Forgets a flow and closes its socket (if the pipe has not already). */
+  function end(session: RelaySession, streamId: number): void {
+    const flow = bySession.get(session)?.flows.get(streamId);
+    if (flow === undefined) return;
+    bySession.get(session)!.flows.delete(streamId);
+    clearTimeout(flow.timer);
+    if (flow.pipe === null) {
+      try {
+        flow.socket.close();
+      } catch {
+        // Already closed.
+      }
+    }
+  }
+
+  function onAnswer(session: RelaySession, streamId: number, flow: Flow): void {
+    const read = flow.reader.read();
+    if (read.kind === "pending") return;
+    if (read.kind !== "header" || read.header.type === "open") {
+      // Reset (e.g. a congested relay refusing), FIN or garbage: no flow.
+      if (read.kind === "header" || read.kind === "invalid") {
+        session.conn.streamReset(streamId, StreamCode.PROTOCOL_VIOLATION);
+      }
+      metrics.flowRefusals.inc({ reason: read.kind === "reset" ? "reset" : "invalid_answer" });
+      logger.warn("tcp flow failed to open", { service: flow.service, answer: read.kind });
+      return end(session, streamId);
+    }
+    const answer = read.header;
+    if (answer.type === "refused") {
+      metrics.flowRefusals.inc({ reason: answer.reason });
+      logger.error("relay refused flow", {
+        service: flow.service,
+        reason: answer.reason,
+        detail: answer.message,
+      });
+      // Our FIN lets both sides forget the stream.
+      try {
+        session.conn.streamWrite(streamId, new Uint8Array(0), true);
+      } catch {
+        // Already reset.
+      }
+      return end(session, streamId);
+    }
+    clearTimeout(flow.timer);
+    flow.state = "open";
+    metrics.flowsOpened.inc({ protocol: "tcp" });
+    metrics.flowsActive.inc({ protocol: "tcp" });
+    metrics.flowSetup.observe((performance.now() - flow.started) / 1000);
+    flow.pipe = pipeStreamSocket({
+      conn: session.conn,
+      streamId,
+      socket: flow.socket,
+      streamFinished: read.fin,
+      onEnd(result) {
+        metrics.flowsActive.dec({ protocol: "tcp" });
+        logger.debug("tcp flow ended", {
+          service: flow.service,
+          flow: streamId,
+          reason: result.reason,
+          to_relay: result.toStream,
+          from_relay: result.toSocket,
+        });
+        end(session, streamId);
+      },
+    });
+    flow.pipe.readable();
+  }
+
+  return {
+    listening: listeners.map(({ listener }) =>
+      `tcp://${
+        formatHostPort({
+          host: (listener.addr as Deno.NetAddr).hostname,
+          port: (listener.addr as Deno.NetAddr).port,
+        })
+      }`
+    ),
+    readable(session, streamId) {
+      const flow = bySession.get(session)?.flows.get(streamId);
+      if (flow === undefined) return;
+      if (flow.state === "opening") onAnswer(session, streamId, flow);
+      else flow.pipe!.readable();
+    },
+    writable(session, streamId) {
+      const flow = bySession.get(session)?.flows.get(streamId);
+      if (flow === undefined) return;
+      if (flow.state === "opening") flow.header.flush();
+      else flow.pipe!.writable();
+    },
+    sessionDown(session) {
+      for (const [streamId, flow] of [...bySession.get(session)?.flows ?? []]) {
+        flow.pipe?.abort(StreamCode.GOING_AWAY);
+        end(session, streamId);
+      }
+      bySession.delete(session);
+    },
+    count() {
+      let n = 0;
+      for (const { flows } of bySession.values()) n += flows.size;
+      return n;
+    },
+    stopAccepting() {
+      for (const { listener } of listeners) {
+        try {
+          listener.close();
+        } catch {
+          // Already closed.
+        }
+      }
+    },
+    closeAll() {
+      for (const session of [...bySession.keys()]) this.sessionDown(session);
+    },
+  };
+}

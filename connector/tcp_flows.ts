@@ -1,0 +1,297 @@
+/**
+ * The connector's TCP flows: a relay opens a stream starting with an `open` header; the
+ * connector checks the service and its backend's circuit breaker, connects to the backend,
+ * answers `opened` (or `refused`) on the stream, and pipes stream and socket.
+ *
+ * @module
+ */
+import { formatHostPort, type ServiceUrl } from "../shared/config/address.ts";
+import type { Logger } from "../shared/log.ts";
+import type { RefusedReason } from "../shared/protocol/control.ts";
+import { encodeStreamHeader, StreamCode } from "../shared/protocol/stream_header.ts";
+import type { RelaySession } from "../shared/relay_link.ts";
+import { resolveHost } from "../shared/resolve_host.ts";
+import {
+  createStreamHeaderReader,
+  type StreamHeaderReader,
+  writeStreamHeader,
+} from "../shared/stream_header_io.ts";
+import { pipeStreamSocket, type TcpPipe } from "../shared/tcp_pipe.ts";
+import {
+  CIRCUIT_STATE_VALUE,
+  type CircuitBreaker,
+  createCircuitBreaker,
+} from "./circuit_breaker.ts";
+import type { ConnectorMetrics } from "./metrics.ts";
+
+/** Options for {@linkcode createConnectorTcpFlows}. */
+export interface ConnectorTcpOptions {
+  /** The current TCP backend of `service` (the service map may be reloaded). */
+  backend(service: string): ServiceUrl | undefined;
+  /** Services with a TCP backend at start: their breaker state is exported from the start. */
+  services: string[];
+  /** Whether the sandbox lets this process reach `url` (a reload may name a new backend). */
+  permitted?(url: ServiceUrl): boolean;
+  /** Circuit breaker thresholds, one breaker per backend. */
+  circuit: { failures: number; reset_ms: number };
+  /** A backend connect that takes longer fails (and counts as a breaker failure). */
+  connectTimeoutMs: number;
+  /** True while the connector drains: new flows are refused. */
+  draining(): boolean;
+  logger: Logger;
+  metrics: ConnectorMetrics;
+}
+
+/** The connector's TCP flows; the connector routes non-control stream events here. */
+export interface ConnectorTcpFlows {
+  readable(session: RelaySession, streamId: number): void;
+  writable(session: RelaySession, streamId: number): void;
+  /** The relay session ended: its flows' sockets are closed. */
+  sessionDown(session: RelaySession): void;
+  /** Live TCP flows (connecting and open). */
+  count(): number;
+}
+
+type Entry =
+  | { state: "header"; reader: StreamHeaderReader }
+  | { state: "connecting" }
+  | { state: "open"; pipe: TcpPipe }
+  /** Refused: discarding until the relay's FIN. */
+  | { state: "closing" };
+
+const scratch = new Uint8Array(16_384);
+
+/**
+ * Creates the connector's TCP flow table and exports every breaker's state as
+ * `ztna_connector_circuit_state{service}`.
+ *
+ * @example
+ * ```ts ignore
+ * const tcp = createConnectorTcpFlows({ backends, circuit, connectTimeoutMs, draining, logger, metrics });
+ * handlers.onStreamReadable = (session, id) => tcp.readable(session, id);
+ * ```
+ */
+export function createConnectorTcpFlows(options: ConnectorTcpOptions): ConnectorTcpFlows {
+  const { circuit, connectTimeoutMs, logger, metrics } = options;
+  const bySession = new Map<RelaySession, Map<number, Entry>>();
+  const breakers = new Map<string, CircuitBreaker>();
+  const breakerFor = (service: string): CircuitBreaker => {
+    let breaker = breakers.get(service);
+    if (breaker !== undefined) return breaker;
+    metrics.circuitState.set({ service }, CIRCUIT_STATE_VALUE.closed);
+    breaker = createCircuitBreaker({
+      failures: circuit.failures,
+      resetMs: circuit.reset_ms,
+      onStateChange(from, to) {
+        metrics.circuitState.set({ service }, CIRCUIT_STATE_VALUE[to]);
+        const fields = { service, from, to };
+        if (to === "open") logger.warn("circuit breaker state changed", fields);
+        else logger.info("circuit breaker state changed", fields);
+      },
+    });
+    breakers.set(service, breaker);
+    return breaker;
+  };
+  for (const service of options.services) breakerFor(service);
+
+  function refuse(
+    session: RelaySession,
+    streamId: number,
+    reason: RefusedReason,
+    message: string,
+  ): void {
+    const flows = bySession.get(session);
+    const write = writeStreamHeader(session.conn, streamId, {
+      type: "refused",
+      reason,
+      message,
+    }, true);
+    if (write === null || !write.done) {
+      // Congested or gone: a reset reaches the agent just as promptly.
+      session.conn.streamReset(streamId, StreamCode.GOING_AWAY);
+      flows?.delete(streamId);
+      return;
+    }
+    flows?.set(streamId, { state: "closing" });
+    drain(session, streamId);
+  }
+
+  function drain(session: RelaySession, streamId: number): void {
+    for (;;) {
+      const result = session.conn.streamRead(streamId, scratch);
+      if (result === null) return;
+      if (result.fin) {
+        bySession.get(session)?.delete(streamId);
+        return;
+      }
+    }
+  }
+
+  async function open(
+    session: RelaySession,
+    streamId: number,
+    service: string,
+  ): Promise<void> {
+    const flows = bySession.get(session)!;
+    const url = options.backend(service);
+    if (url === undefined) {
+      return refuse(session, streamId, "unknown_service", `${service} has no tcp backend here`);
+    }
+    if (options.draining()) return refuse(session, streamId, "draining", "connector draining");
+    if (options.permitted !== undefined && !options.permitted(url)) {
+      metrics.backendErrors.inc({ reason: "not_permitted" });
+      logger.warn("backend outside the sandbox: refusing flow", {
+        service,
+        backend: formatHostPort(url),
+      });
+      return refuse(
+        session,
+        streamId,
+        "backend_error",
+        `backend of ${service} is outside this connector's network permissions`,
+      );
+    }
+    const breaker = breakerFor(service);
+    if (!breaker.allow()) {
+      metrics.backendErrors.inc({ reason: "circuit_open" });
+      return refuse(
+        session,
+        streamId,
+        "backend_error",
+        `circuit open: ${service} backend failed repeatedly`,
+      );
+    }
+    flows.set(streamId, { state: "connecting" });
+    let socket: Deno.TcpConn;
+    try {
+      socket = await connectWithTimeout(url, connectTimeoutMs);
+    } catch (error) {
+      breaker.failure();
+      metrics.backendErrors.inc({ reason: "connect_failed" });
+      logger.warn("backend connect failed", {
+        service,
+        backend: formatHostPort(url),
+        error,
+      });
+      if (bySession.get(session)?.get(streamId)?.state !== "connecting") return;
+      return refuse(
+        session,
+        streamId,
+        "backend_error",
+        `cannot connect to the ${service} backend: ${
+          error instanceof Error ? error.message : String(error)
+        }`.slice(0, 500),
+      );
+    }
+    breaker.success();
+    if (bySession.get(session)?.get(streamId)?.state !== "connecting" || session.conn.closed) {
+      socket.close(); // the relay session went away meanwhile
+      return;
+    }
+    socket.setNoDelay(true);
+    metrics.flowsOpened.inc({ protocol: "tcp" });
+    metrics.flowsActive.inc({ protocol: "tcp" });
+    const pipe = pipeStreamSocket({
+      conn: session.conn,
+      streamId,
+      socket,
+      prefix: encodeStreamHeader({ type: "opened", flow: streamId }),
+      onEnd(end) {
+        bySession.get(session)?.delete(streamId);
+        metrics.flowsActive.dec({ protocol: "tcp" });
+        logger.debug("tcp flow ended", {
+          service,
+          flow: streamId,
+          reason: end.reason,
+          to_backend: end.toSocket,
+          from_backend: end.toStream,
+        });
+      },
+    });
+    flows.set(streamId, { state: "open", pipe });
+    // Bytes the agent sent behind the header wait in quiche.
+    pipe.readable();
+  }
+
+  return {
+    readable(session, streamId) {
+      let flows = bySession.get(session);
+      if (flows === undefined) bySession.set(session, flows = new Map());
+      let entry = flows.get(streamId);
+      if (entry === undefined) {
+        // Only the relay opens flow streams here: server-initiated bidirectional (id % 4 === 1).
+        if (streamId % 4 !== 1) {
+          session.conn.streamReset(streamId, StreamCode.PROTOCOL_VIOLATION);
+          return;
+        }
+        entry = { state: "header", reader: createStreamHeaderReader(session.conn, streamId) };
+        flows.set(streamId, entry);
+      }
+      switch (entry.state) {
+        case "header": {
+          const read = entry.reader.read();
+          if (read.kind === "pending") return;
+          if (read.kind === "header" && read.header.type === "open" && !read.fin) {
+            open(session, streamId, read.header.service).catch((error) => {
+              logger.error("tcp flow failed to open", { error });
+              session.conn.streamReset(streamId, StreamCode.GOING_AWAY);
+              bySession.get(session)?.delete(streamId);
+            });
+            return;
+          }
+          flows.delete(streamId);
+          if (read.kind === "header" || read.kind === "invalid") {
+            logger.warn("invalid tcp stream header from relay", { stream: streamId });
+            session.conn.streamReset(streamId, StreamCode.PROTOCOL_VIOLATION);
+          }
+          return;
+        }
+        case "open":
+          return entry.pipe.readable();
+        case "closing":
+          return drain(session, streamId);
+        default:
+          return;
+      }
+    },
+    writable(session, streamId) {
+      const entry = bySession.get(session)?.get(streamId);
+      if (entry?.state === "open") entry.pipe.writable();
+    },
+    sessionDown(session) {
+      const flows = bySession.get(session);
+      bySession.delete(session);
+      for (const entry of flows?.values() ?? []) {
+        if (entry.state === "open") entry.pipe.abort(StreamCode.GOING_AWAY);
+      }
+    },
+    count() {
+      let n = 0;
+      for (const flows of bySession.values()) {
+        for (const entry of flows.values()) {
+          if (entry.state === "open" || entry.state === "connecting") n++;
+        }
+      }
+      return n;
+    },
+  };
+}
+
+/** Connects to `url`, giving up after `ms`. */
+async function connectWithTimeout(url: ServiceUrl, ms: number): Promise<Deno.TcpConn> {
+  const hostname = await resolveHost(url.host);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const connecting = Deno.connect({ hostname, port: url.port, transport: "tcp" });
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`connect timed out after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([connecting, timeout]);
+  } catch (error) {
+    // A connect that completes after the timeout must not leak its socket.
+    connecting.then((late) => late.close(), () => {});
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * Splices two QUIC streams (an agent's and a connector's) into one TCP flow, both ways,
+ * with backpressure.
+ *
+ * Each direction has one fixed buffer and at most one pending chunk: when the destination
+ * stream accepts less than was read, the rest waits for its `writable` event and the source
+ * stream is not read meanwhile. Unread bytes stay in quiche under the source's flow-control
+ * window, so the sender slows down instead of the relay buffering.
+ *
+ * @module
+ */
+import type { QuicConnection } from "../shared/quic/mod.ts";
+import { StreamCode } from "../shared/protocol/stream_header.ts";
+
+/** One stream of a splice. */
+export interface StreamEnd {
+  conn: QuicConnection;
+  streamId: number;
+}
+
+/** Which end an event belongs to. */
+export type SpliceSide = "a" | "b";
+
+/** How a splice ended. */
+export type SpliceEndReason = "complete" | "reset" | "aborted";
+
+/** Options for {@linkcode spliceStreams}. */
+export interface SpliceOptions {
+  a: StreamEnd;
+  b: StreamEnd;
+  /**
+   * Size of each direction's buffer.
+   * @default {32768}
+   */
+  bufferBytes?: number;
+  /** Bytes written to `a` before anything read from `b` (e.g. the `opened` header). */
+  prefixToA?: Uint8Array;
+  /** Stream `b` already ended (its FIN came with the header before the splice). */
+  finFromB?: boolean;
+  /** Counts bytes moved (`toB` true for a → b). */
+  onBytes?(toB: boolean, bytes: number): void;
+  /** Called once when both directions finished, or either was reset. */
+  onEnd(reason: SpliceEndReason): void;
+}
+
+/** A running splice; the owner routes both streams' events to it. */
+export interface Splice {
+  /** Stream `side` has data, a FIN or a reset. */
+  readable(side: SpliceSide): void;
+  /** Stream `side` has capacity again. */
+  writable(side: SpliceSide): void;
+  /** Resets both streams with `code` and ends the splice. */
+  abort(code: number): void;
+}
+
+interface Direction {
+  from: StreamEnd;
+  to: StreamEnd;
+  toB: boolean;
+  buffer: Uint8Array;
+  /** Bytes read from `from` that `to` has not accepted yet (a view into `buffer`). */
+  pending: Uint8Array | null;
+  /** The FIN that goes after `pending`. */
+  pendingFin: boolean;
+  finished: boolean;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * Starts splicing streams `a` and `b`.
+ *
+ * @example
+ * ```ts ignore
+ * const splice = spliceStreams({ a: agentEnd, b: connectorEnd, onEnd: (r) => log(r) });
+ * splice.readable("a"); // drain what arrived while the flow was being opened
+ * ```
+ */
+export function spliceStreams(options: SpliceOptions): Splice {
+  const { a, b, bufferBytes = 32_768, onBytes, onEnd } = options;
+  let ended = false;
+  const make = (from: StreamEnd, to: StreamEnd, toB: boolean): Direction => ({
+    from,
+    to,
+    toB,
+    buffer: new Uint8Array(bufferBytes),
+    pending: null,
+    pendingFin: false,
+    finished: false,
+  });
+  const aToB = make(a, b, true);
+  const bToA = make(b, a, false);
+  if (options.prefixToA !== undefined && options.prefixToA.length > 0) {
+    bToA.pending = options.prefixToA;
+  }
+  bToA.pendingFin = options.finFromB ?? false;
+
+  function end(reason: SpliceEndReason): void {
+    if (ended) return;
+    ended = true;
+    onEnd(reason);
+  }
+
+  function resetBoth(code: number): void {
+    a.conn.streamReset(a.streamId, code);
+    b.conn.streamReset(b.streamId, code);
+  }
+
+  /** Writes to `to`; the bytes accepted, or -1 when the stream was stopped or reset. */
+  function write(to: StreamEnd, data: Uint8Array, fin: boolean): number {
+    try {
+      return to.conn.streamWrite(to.streamId, data, fin);
+    } catch {
+      return -1;
+    }
+  }
+
+  /** Moves what it can from `d.from` to `d.to`; returns when either side must wait. */
+  function pump(d: Direction): void {
+    if (ended || d.finished) return;
+    if (d.pending !== null) {
+      const written = write(d.to, d.pending, false);
+      if (written < 0) return gone();
+      onBytes?.(d.toB, written);
+      if (written < d.pending.length) {
+        d.pending = d.pending.subarray(written);
+        return;
+      }
+      d.pending = null;
+    }
+    for (;;) {
+      if (d.pendingFin) {
+        if (write(d.to, EMPTY, true) < 0) return gone();
+        d.pendingFin = false;
+        d.finished = true;
+        if (aToB.finished && bToA.finished) end("complete");
+        return;
+      }
+      const result = d.from.conn.streamRead(d.from.streamId, d.buffer);
+      if (result === null) return;
+      if (result.resetCode !== undefined) {
+        // A TCP reset at one end becomes a reset of the other end's stream.
+        resetBoth(StreamCode.TCP_RESET);
+        return end("reset");
+      }
+      d.pendingFin = result.fin;
+      if (result.bytes > 0) {
+        const chunk = d.buffer.subarray(0, result.bytes);
+        const written = write(d.to, chunk, false);
+        if (written < 0) return gone();
+        onBytes?.(d.toB, written);
+        if (written < chunk.length) {
+          d.pending = chunk.subarray(written);
+          return;
+        }
+      } else if (!result.fin) {
+        return;
+      }
+    }
+  }
+
+  function gone(): void {
+    resetBoth(StreamCode.TCP_RESET);
+    end("reset");
+  }
+
+  return {
+    readable(side) {
+      pump(side === "a" ? aToB : bToA);
+    },
+    writable(side) {
+      pump(side === "a" ? bToA : aToB);
+    },
+    abort(code) {
+      if (ended) return;
+      resetBoth(code);
+      end("aborted");
+    },
+  };
+}

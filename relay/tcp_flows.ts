@@ -1,0 +1,341 @@
+/**
+ * The relay's TCP flows: an agent opens a bidirectional stream starting with an `open`
+ * header; the relay authorizes it (the same policy and registry as UDP flows), opens a
+ * stream to the chosen connector with an `open` header of its own, forwards the connector's
+ * answer, and then splices the two streams.
+ *
+ * @module
+ */
+import type { Logger } from "../shared/log.ts";
+import type { RefusedReason } from "../shared/protocol/control.ts";
+import {
+  encodeStreamHeader,
+  type StreamAnswer,
+  StreamCode,
+  type StreamHeader,
+} from "../shared/protocol/stream_header.ts";
+import type { QuicConnection } from "../shared/quic/mod.ts";
+import {
+  createStreamHeaderReader,
+  type PendingWrite,
+  type StreamHeaderReader,
+  writeStreamHeader,
+} from "../shared/stream_header_io.ts";
+import type { RelayMetrics } from "./metrics.ts";
+import { type Splice, spliceStreams } from "./stream_splice.ts";
+
+/** What the TCP flow table needs to know about a session. */
+export interface StreamPeer {
+  readonly conn: QuicConnection;
+  readonly log: Logger;
+}
+
+/** The outcome of authorizing an open: a connector, or why not. */
+export type OpenDecision<P> = { connector: P } | {
+  reason: RefusedReason;
+  message: string;
+};
+
+/** Options for {@linkcode createTcpFlows}. */
+export interface TcpFlowsOptions<P extends StreamPeer> {
+  /** Policy, limits and connector choice, exactly as for a UDP `open`. */
+  authorize(agent: P, service: string): OpenDecision<P>;
+  metrics: RelayMetrics;
+  /**
+   * A connector that has not answered an open in this time is given up on.
+   * @default {5000}
+   */
+  openTimeoutMs?: number;
+}
+
+/** The relay's TCP flows; the relay routes non-control stream events here. */
+export interface TcpFlows<P extends StreamPeer> {
+  /** A non-control stream of an agent's connection became readable. */
+  agentReadable(agent: P, streamId: number): void;
+  /** A non-control stream of an agent's connection has capacity again. */
+  agentWritable(agent: P, streamId: number): void;
+  /** A non-control stream of a connector's connection became readable. */
+  connectorReadable(connector: P, streamId: number): void;
+  /** A non-control stream of a connector's connection has capacity again. */
+  connectorWritable(connector: P, streamId: number): void;
+  /** The session is gone: every flow through it is reset at its other end. */
+  peerClosed(peer: P): void;
+  /** Live TCP flows (opening and open) through `peer`, or through all peers. */
+  count(peer?: P): number;
+}
+
+type State =
+  /** Reading the agent's `open` header. */
+  | "header"
+  /** Waiting for the connector's answer. */
+  | "opening"
+  | "open"
+  /** Refused: reading and discarding until both FINs are in. */
+  | "closing";
+
+interface TcpFlow<P> {
+  state: State;
+  service: string;
+  agent: P;
+  agentStream: number;
+  agentReader: StreamHeaderReader;
+  connector: P | null;
+  connectorStream: number;
+  connectorReader: StreamHeaderReader | null;
+  openWrite: PendingWrite | null;
+  splice: Splice | null;
+  started: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  /** Ends still to be drained in the closing state. */
+  agentOpen: boolean;
+  connectorOpen: boolean;
+}
+
+const scratch = new Uint8Array(16_384);
+
+/**
+ * Creates the relay's TCP flow table.
+ *
+ * @example
+ * ```ts ignore
+ * const tcp = createTcpFlows({ authorize, metrics });
+ * conn.setHandlers({ onStreamReadable: (id) => tcp.agentReadable(session, id) });
+ * ```
+ */
+export function createTcpFlows<P extends StreamPeer>(
+  options: TcpFlowsOptions<P>,
+): TcpFlows<P> {
+  const { authorize, metrics, openTimeoutMs = 5000 } = options;
+  const byPeer = new Map<P, Map<number, TcpFlow<P>>>();
+  /** Next server-initiated bidirectional stream id per connector (1, 5, 9, ...). */
+  const nextStream = new Map<P, number>();
+  let live = 0;
+
+  const table = (peer: P) => {
+    let flows = byPeer.get(peer);
+    if (flows === undefined) byPeer.set(peer, flows = new Map());
+    return flows;
+  };
+
+  function forget(flow: TcpFlow<P>): void {
+    clearTimeout(flow.timer);
+    const hadAgent = byPeer.get(flow.agent)?.delete(flow.agentStream) ?? false;
+    if (flow.connector !== null) byPeer.get(flow.connector)?.delete(flow.connectorStream);
+    if (hadAgent) live--;
+    if (flow.state === "open") metrics.flowsActive.dec({ protocol: "tcp" });
+  }
+
+  /** Answers the agent with `refused` and FIN; the flow drains until the agent's FIN. */
+  function refuse(flow: TcpFlow<P>, reason: RefusedReason, message: string): void {
+    metrics.flowRefusals.inc({ reason });
+    flow.agent.log.debug("tcp flow refused", { service: flow.service, reason });
+    clearTimeout(flow.timer);
+    const write = writeStreamHeader(flow.agent.conn, flow.agentStream, {
+      type: "refused",
+      reason,
+      message,
+    }, true);
+    // A header the congested stream cannot take at once is not worth waiting for: a reset
+    // tells the agent just as promptly.
+    if (write === null || !write.done) {
+      flow.agent.conn.streamReset(flow.agentStream, StreamCode.GOING_AWAY);
+      flow.agentOpen = false;
+    }
+    flow.state = "closing";
+    drainClosing(flow);
+  }
+
+  /** Discards bytes of a refused flow until its ends have finished. */
+  function drainClosing(flow: TcpFlow<P>): void {
+    const drain = (conn: QuicConnection, streamId: number): boolean => {
+      for (;;) {
+        const result = conn.streamRead(streamId, scratch);
+        if (result === null) return !conn.closed;
+        if (result.fin) return false;
+      }
+    };
+    if (flow.agentOpen) flow.agentOpen = drain(flow.agent.conn, flow.agentStream);
+    if (flow.connector !== null && flow.connectorOpen) {
+      flow.connectorOpen = drain(flow.connector.conn, flow.connectorStream);
+    }
+    if (!flow.agentOpen && !flow.connectorOpen) forget(flow);
+  }
+
+  function violation(peer: P, streamId: number, detail: string): void {
+    metrics.protocolViolations.inc({ reason: "stream_header" });
+    peer.log.warn("invalid tcp stream: resetting it", { stream: streamId, detail });
+    peer.conn.streamReset(streamId, StreamCode.PROTOCOL_VIOLATION);
+  }
+
+  function onAgentHeader(flow: TcpFlow<P>, header: StreamHeader): void {
+    if (header.type !== "open") {
+      forget(flow);
+      return violation(flow.agent, flow.agentStream, `expected open, got ${header.type}`);
+    }
+    flow.service = header.service;
+    const decision = authorize(flow.agent, header.service);
+    if (!("connector" in decision)) return refuse(flow, decision.reason, decision.message);
+    const connector = decision.connector;
+    const streamId = nextStream.get(connector) ?? 1;
+    nextStream.set(connector, streamId + 4);
+    const write = writeStreamHeader(connector.conn, streamId, {
+      type: "open",
+      service: header.service,
+      protocol: "tcp",
+      flow: streamId,
+    });
+    if (write === null) return refuse(flow, "unavailable", "connector refused the stream");
+    flow.connector = connector;
+    flow.connectorStream = streamId;
+    flow.connectorOpen = true;
+    flow.connectorReader = createStreamHeaderReader(connector.conn, streamId);
+    flow.openWrite = write;
+    flow.state = "opening";
+    table(connector).set(streamId, flow);
+    flow.timer = setTimeout(() => {
+      if (flow.state !== "opening") return;
+      connector.conn.streamReset(streamId, StreamCode.GOING_AWAY);
+      flow.connectorOpen = false;
+      refuse(flow, "unavailable", "connector did not answer in time");
+    }, openTimeoutMs);
+  }
+
+  function onConnectorAnswer(flow: TcpFlow<P>, answer: StreamAnswer, fin: boolean): void {
+    clearTimeout(flow.timer);
+    const connector = flow.connector!;
+    if (fin) flow.connectorOpen = false;
+    if (answer.type === "refused") {
+      // The connector FINs after `refused`; ours goes after it so both ends close cleanly.
+      try {
+        connector.conn.streamWrite(flow.connectorStream, new Uint8Array(0), true);
+      } catch {
+        flow.connectorOpen = false;
+      }
+      return refuse(flow, answer.reason, answer.message);
+    }
+    flow.state = "open";
+    metrics.flowsOpened.inc({ protocol: "tcp" });
+    metrics.flowsActive.inc({ protocol: "tcp" });
+    metrics.flowSetup.observe((performance.now() - flow.started) / 1000);
+    flow.splice = spliceStreams({
+      a: { conn: flow.agent.conn, streamId: flow.agentStream },
+      b: { conn: connector.conn, streamId: flow.connectorStream },
+      // The agent learns its flow id (its stream id) with the answer.
+      prefixToA: encodeStreamHeader({ type: "opened", flow: flow.agentStream }),
+      finFromB: fin,
+      onBytes(toB, bytes) {
+        metrics.bytesRelayed.inc({ direction: toB ? "to_connector" : "to_agent" }, bytes);
+      },
+      onEnd: () => forget(flow),
+    });
+    // Bytes that arrived while the flow was opening are waiting in quiche.
+    flow.splice.writable("a");
+    flow.splice.readable("a");
+    flow.splice.readable("b");
+  }
+
+  function agentReadable(agent: P, streamId: number): void {
+    let flow = byPeer.get(agent)?.get(streamId);
+    if (flow === undefined) {
+      // Agents open client-initiated bidirectional streams (id % 4 === 0; 0 is control).
+      if (streamId % 4 !== 0) return violation(agent, streamId, "not an agent stream");
+      flow = {
+        state: "header",
+        service: "",
+        agent,
+        agentStream: streamId,
+        agentReader: createStreamHeaderReader(agent.conn, streamId),
+        connector: null,
+        connectorStream: -1,
+        connectorReader: null,
+        openWrite: null,
+        splice: null,
+        started: performance.now(),
+        timer: undefined,
+        agentOpen: true,
+        connectorOpen: false,
+      };
+      table(agent).set(streamId, flow);
+      live++;
+    }
+    switch (flow.state) {
+      case "header": {
+        const read = flow.agentReader.read();
+        if (read.kind === "pending") return;
+        if (read.kind === "header" && !read.fin) return onAgentHeader(flow, read.header);
+        forget(flow);
+        if (read.kind === "invalid") violation(agent, streamId, read.detail);
+        return;
+      }
+      case "opening":
+        return; // the payload waits (under flow control) until the connector answers
+      case "open":
+        return flow.splice!.readable("a");
+      case "closing":
+        return drainClosing(flow);
+    }
+  }
+
+  function connectorReadable(connector: P, streamId: number): void {
+    const flow = byPeer.get(connector)?.get(streamId);
+    if (flow === undefined) {
+      // Connectors never open streams; a stream we forgot gets a reset.
+      connector.conn.streamReset(streamId, StreamCode.PROTOCOL_VIOLATION);
+      return;
+    }
+    switch (flow.state) {
+      case "opening": {
+        const read = flow.connectorReader!.read();
+        if (read.kind === "pending") return;
+        if (read.kind === "header" && read.header.type !== "open") {
+          return onConnectorAnswer(flow, read.header, read.fin);
+        }
+        connector.conn.streamReset(streamId, StreamCode.PROTOCOL_VIOLATION);
+        flow.connectorOpen = false;
+        if (read.kind === "header" || read.kind === "invalid") {
+          metrics.protocolViolations.inc({ reason: "stream_header" });
+        }
+        return refuse(flow, "backend_error", "connector sent no valid answer");
+      }
+      case "open":
+        return flow.splice!.readable("b");
+      case "closing":
+        return drainClosing(flow);
+      default:
+        return;
+    }
+  }
+
+  return {
+    agentReadable,
+    agentWritable(agent, streamId) {
+      const flow = byPeer.get(agent)?.get(streamId);
+      if (flow?.state === "open") flow.splice!.writable("a");
+    },
+    connectorReadable,
+    connectorWritable(connector, streamId) {
+      const flow = byPeer.get(connector)?.get(streamId);
+      if (flow?.state === "opening") flow.openWrite?.flush();
+      else if (flow?.state === "open") flow.splice!.writable("b");
+    },
+    peerClosed(peer) {
+      nextStream.delete(peer);
+      for (const flow of [...byPeer.get(peer)?.values() ?? []]) {
+        const [other, otherStream] = flow.agent === peer
+          ? [flow.connector, flow.connectorStream]
+          : [flow.agent, flow.agentStream];
+        if (other !== null && !other.conn.closed) {
+          other.conn.streamReset(otherStream, StreamCode.GOING_AWAY);
+        }
+        forget(flow);
+      }
+      byPeer.delete(peer);
+    },
+    count(peer) {
+      if (peer === undefined) return live;
+      let n = 0;
+      for (const flow of byPeer.get(peer)?.values() ?? []) if (flow.agent === peer) n++;
+      return n;
+    },
+  };
+}

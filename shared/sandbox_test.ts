@@ -1,0 +1,44 @@
+import assert from "node:assert/strict";
+import { createLogger } from "./log.ts";
+import { checkSandbox, excessPermissions, netPermitted } from "./sandbox.ts";
+
+Deno.test("excessPermissions: unscoped net is excess only where it is not needed", () => {
+  const netOnly = (d: Deno.PermissionDescriptor) => d.name === "net" && !("host" in d && d.host);
+  assert.deepEqual(excessPermissions({ unscopedNet: false, granted: netOnly }), ["net"]);
+  assert.deepEqual(excessPermissions({ unscopedNet: true, granted: netOnly }), []);
+});
+
+Deno.test("excessPermissions: a scoped write grant is found by probing", () => {
+  const granted = (d: Deno.PermissionDescriptor) =>
+    d.name === "write" && "path" in d && d.path === "/etc/ztna";
+  assert.deepEqual(
+    excessPermissions({ unscopedNet: false, writeProbes: ["/etc/ztna/relay.pem"], granted }),
+    ["write"],
+  );
+});
+
+Deno.test("checkSandbox: warns without strict, exits 2 with it", () => {
+  const lines: string[] = [];
+  const codes: number[] = [];
+  const logger = createLogger("agent", { write: (l) => lines.push(l) });
+  const granted = (d: Deno.PermissionDescriptor) => d.name === "run";
+  checkSandbox({ component: "agent", logger, strict: false, unscopedNet: false, granted });
+  assert.equal(JSON.parse(lines[0]).level, "warn");
+  assert.equal(codes.length, 0);
+  checkSandbox({
+    component: "agent",
+    logger,
+    strict: true,
+    unscopedNet: false,
+    granted,
+    exit: (c) => void codes.push(c),
+  });
+  assert.deepEqual(codes, [2]);
+});
+
+Deno.test("netPermitted: asks Deno for the exact host:port", () => {
+  // The suite runs with -A, so both are granted (IPv6 is bracketed for the query);
+  // test/sandbox_test.ts shows a refusal in a real sandbox.
+  assert.equal(netPermitted("127.0.0.1", 9), true);
+  assert.equal(netPermitted("::1", 9), true);
+});

@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { createPki, metric, scrape, startEchoService, waitFor } from "./harness.ts";
+import {
+  firstNotReady,
+  numberedStream,
+  startAgent,
+  startConnector,
+  startRelay,
+} from "./ops_util.ts";
+
+const DRAIN_MS = 2000;
+
+Deno.test("HA: SIGTERM to one of two relays under a UDP stream; traffic moves to the other", async () => {
+  const pki = await createPki(["connector-1", "agent-1"]);
+  const echo = await startEchoService();
+  const policy = { connectors: ["connector-1"], agents: ["agent-1"], drainMs: DRAIN_MS };
+  const relayA = await startRelay(pki, policy);
+  const relayB = await startRelay(pki, policy);
+  const a = String(relayA.ready.quic);
+  const b = String(relayB.ready.quic);
+  const connector = await startConnector(pki, "connector-1", [a, b], echo.port);
+  const agent = await startAgent(pki, "agent-1", [a, b]);
+  const procs = [agent.proc, connector, relayB, relayA, echo.proc];
+  try {
+    await waitFor(
+      "connector registered with both relays",
+      () => connector.logs.filter((l) => l.msg === "registered").length >= 2,
+    );
+    await agent.proc.waitForLog((l) => l.msg === "relay link up" && l.relay === a);
+
+    const stream = numberedStream(agent.port, 5);
+    await waitFor("the stream flowing through relay A", () => stream.received >= 100);
+
+    const signalled = performance.now();
+    const exited = relayA.stop("SIGTERM", DRAIN_MS + 5000).then((code) => ({
+      code,
+      ms: performance.now() - signalled,
+    }));
+    const notReady = await firstNotReady(String(relayA.ready.metrics), 2000);
+    assert.ok(notReady !== null, "relay A's /readyz never stopped answering 200");
+    const flipMs = notReady - signalled;
+    assert.ok(flipMs <= 100, `readiness flipped after ${flipMs.toFixed(1)} ms (bound 100 ms)`);
+
+    await agent.proc.waitForLog((l) => l.msg === "relay link up" && l.relay === b, 5000);
+    const { code, ms: exitMs } = await exited;
+    assert.equal(code, 0, "relay A exit code");
+    assert.ok(exitMs <= DRAIN_MS + 1000, `relay A exited after ${exitMs.toFixed(0)} ms`);
+
+    // The stream must be flowing again through relay B.
+    const resumeFrom = stream.lastEchoed;
+    await waitFor(
+      "the stream resuming through relay B",
+      () => stream.lastEchoed >= resumeFrom + 100,
+    );
+    const report = await stream.stop();
+    const samples = await scrape(String(connector.ready.metrics));
+    assert.equal(metric(samples, "ztna_connector_relay_connections_active"), 1);
+    const relayBSamples = await scrape(String(relayB.ready.metrics));
+    assert.ok(metric(relayBSamples, 'ztna_relay_flows_opened_total{protocol="udp"}') >= 1);
+    assert.ok(report.lost < report.sent / 2, `lost ${report.lost} of ${report.sent}`);
+    console.log(
+      `relay failover: readiness 503 after ${flipMs.toFixed(1)} ms, exit 0 after ` +
+        `${exitMs.toFixed(0)} ms (drain ${DRAIN_MS} ms); stream sent ${report.sent}, ` +
+        `lost ${report.lost}, longest gap ${report.maxGapMs.toFixed(0)} ms`,
+    );
+  } finally {
+    await Promise.allSettled(procs.map((p) => p.stop("SIGTERM").catch(() => p.stop("SIGKILL"))));
+    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  }
+});

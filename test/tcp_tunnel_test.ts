@@ -1,0 +1,243 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { metric, scrape, waitFor } from "./harness.ts";
+import {
+  mib,
+  patternChunks,
+  patternSha256,
+  readAll,
+  sampleRss,
+  startTcpTunnel,
+  withTimeout,
+  writeAll,
+} from "./tcp_util.ts";
+
+const MiB = 1 << 20;
+const decoder = new TextDecoder();
+
+/** HTTP backend: `/big` streams 100 MiB of pattern bytes, anything else says hello. */
+function startHttpBackend(): Deno.HttpServer<Deno.NetAddr> {
+  return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    if (new URL(request.url).pathname !== "/big") return new Response("hello through the tunnel\n");
+    const chunks = patternChunks(100 * MiB);
+    return new Response(
+      new ReadableStream<Uint8Array>({
+        pull(controller) {
+          const next = chunks.next();
+          if (next.done) controller.close();
+          else controller.enqueue(next.value.slice());
+        },
+      }),
+      { headers: { "content-length": String(100 * MiB) } },
+    );
+  });
+}
+
+/** Raw TCP server; each connection is handled by `handle` and closed after it. */
+function startTcpServer(handle: (conn: Deno.TcpConn) => Promise<void>) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Promise<void>>();
+  const loop = (async () => {
+    for await (const conn of listener) {
+      const done = handle(conn).catch(() => {}).finally(() => {
+        try {
+          conn.close();
+        } catch {
+          // Closed by the handler.
+        }
+        conns.delete(done);
+      });
+      conns.add(done);
+    }
+  })();
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    async close() {
+      listener.close();
+      await loop.catch(() => {});
+      await Promise.allSettled([...conns]);
+    },
+  };
+}
+
+/** Echo: every byte back, then a FIN after the client's FIN. */
+async function echo(conn: Deno.TcpConn): Promise<void> {
+  const buffer = new Uint8Array(65_536);
+  for (;;) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    await writeAll(conn, buffer.subarray(0, n));
+  }
+  await conn.closeWrite();
+}
+
+/**
+ * Slow sink: reads only after a 2 s pause, pauses 200 ms every 8 MiB, and answers
+ * `<bytes> <sha256>` once the client has half-closed.
+ */
+async function slowSink(conn: Deno.TcpConn): Promise<void> {
+  const hash = createHash("sha256");
+  const buffer = new Uint8Array(65_536);
+  let total = 0;
+  let nextPause = 8 * MiB;
+  await new Promise((r) => setTimeout(r, 2000));
+  for (;;) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    hash.update(buffer.subarray(0, n));
+    total += n;
+    if (total >= nextPause) {
+      nextPause += 8 * MiB;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  await writeAll(conn, new TextEncoder().encode(`${total} ${hash.digest("hex")}\n`));
+}
+
+async function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command("curl", {
+    args: ["-sS", "--max-time", "60", ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  using file = await Deno.open(path);
+  for await (const chunk of file.readable) hash.update(chunk);
+  return hash.digest("hex");
+}
+
+Deno.test("tcp tunnel: curl, 100 MiB both ways with bounded memory, 200 flows, half-close", async (t) => {
+  const http = startHttpBackend();
+  const echoServer = startTcpServer(echo);
+  const sink = startTcpServer(slowSink);
+  const tunnel = await startTcpTunnel({
+    backends: { web: http.addr.port, echo: echoServer.port, sink: sink.port },
+  });
+  const tmp = await Deno.makeTempDir({ prefix: "ztna-tcp-" });
+  try {
+    await t.step("curl gets a page through the agent", async () => {
+      const result = await curl([`http://127.0.0.1:${tunnel.ports.web}/`]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stdout, "hello through the tunnel\n");
+    });
+
+    await t.step("curl downloads 100 MiB with a matching SHA-256", async () => {
+      const path = join(tmp, "big");
+      const started = performance.now();
+      const result = await curl(["-o", path, `http://127.0.0.1:${tunnel.ports.web}/big`]);
+      const seconds = (performance.now() - started) / 1000;
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal((await Deno.stat(path)).size, 100 * MiB);
+      assert.equal(await sha256File(path), patternSha256(100 * MiB));
+      console.log(`tcp download: 100 MiB in ${seconds.toFixed(1)} s, SHA-256 matches`);
+      await Deno.remove(path);
+    });
+
+    await t.step("100 MiB upload to a slow reader: right checksum, bounded RSS", async () => {
+      const rss = sampleRss([tunnel.relay, tunnel.agent], 100);
+      await new Promise((r) => setTimeout(r, 300)); // a baseline sample before the upload
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: tunnel.ports.sink });
+      const started = performance.now();
+      const reply = (async () => {
+        for (const chunk of patternChunks(100 * MiB, 2)) await writeAll(conn, chunk);
+        await conn.closeWrite(); // half-close: the answer comes after our FIN
+        return decoder.decode(await readAll(conn, 180_000));
+      })();
+      const answer = await withTimeout(reply, 180_000, "upload");
+      conn.close();
+      const seconds = (performance.now() - started) / 1000;
+      const figures = await rss.stop();
+      assert.equal(answer, `${100 * MiB} ${patternSha256(100 * MiB, 2)}\n`);
+      for (const name of ["relay", "agent"]) {
+        const { first, peak } = figures[name];
+        console.log(
+          `tcp upload: ${name} RSS before ${mib(first)}, peak ${mib(peak)} (+${
+            mib(peak - first)
+          }) during a 100 MiB upload in ${seconds.toFixed(1)} s`,
+        );
+        // Without backpressure the agent would hold most of the 100 MiB the client writes
+        // faster than the backend reads; flow control keeps it to a few windows.
+        assert.ok(peak - first < 64 * MiB, `${name} RSS grew by ${mib(peak - first)}`);
+      }
+    });
+
+    await t.step(
+      "half-close: the reply arrives after the client shuts down its write side",
+      async () => {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: tunnel.ports.sink });
+        const question = new TextEncoder().encode("is anybody there?");
+        await writeAll(conn, question);
+        await conn.closeWrite();
+        const answer = decoder.decode(await readAll(conn, 10_000));
+        conn.close();
+        const expected = createHash("sha256").update(question).digest("hex");
+        assert.equal(answer, `${question.length} ${expected}\n`);
+      },
+    );
+
+    await t.step("200 concurrent connections each move 1 MiB both ways", async () => {
+      const started = performance.now();
+      const one = async (i: number) => {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: tunnel.ports.echo });
+        try {
+          const sending = (async () => {
+            for (const chunk of patternChunks(MiB, 100 + i)) await writeAll(conn, chunk);
+            await conn.closeWrite();
+          })();
+          const hash = createHash("sha256");
+          const buffer = new Uint8Array(65_536);
+          let total = 0;
+          for (;;) {
+            const n = await conn.read(buffer);
+            if (n === null) break;
+            hash.update(buffer.subarray(0, n));
+            total += n;
+          }
+          await sending;
+          assert.equal(total, MiB, `connection ${i} got ${total} bytes`);
+          assert.equal(hash.digest("hex"), patternSha256(MiB, 100 + i), `connection ${i}`);
+        } finally {
+          conn.close();
+        }
+      };
+      await withTimeout(
+        Promise.all(Array.from({ length: 200 }, (_, i) => one(i))),
+        180_000,
+        "200 connections",
+      );
+      console.log(
+        `tcp concurrency: 200 connections x 1 MiB each way in ${
+          ((performance.now() - started) / 1000).toFixed(1)
+        } s`,
+      );
+    });
+
+    await t.step("metrics count the tcp flows and every flow ends", async () => {
+      const relay = await waitFor("tcp flows to end at the relay", async () => {
+        const samples = await scrape(String(tunnel.relay.ready.metrics));
+        return metric(samples, 'ztna_relay_flows_active{protocol="tcp"}') === 0 && samples;
+      });
+      assert.ok(metric(relay, 'ztna_relay_flows_opened_total{protocol="tcp"}') >= 204);
+      const agent = await scrape(String(tunnel.agent.ready.metrics));
+      assert.ok(metric(agent, 'ztna_agent_flows_opened_total{protocol="tcp"}') >= 204);
+      const connector = await waitFor("tcp flows to end at the connector", async () => {
+        const samples = await scrape(String(tunnel.connector.ready.metrics));
+        return metric(samples, 'ztna_connector_flows_active{protocol="tcp"}') === 0 && samples;
+      });
+      assert.equal(metric(connector, 'ztna_connector_circuit_state{service="echo"}'), 0);
+    });
+  } finally {
+    await tunnel.stop();
+    await Promise.allSettled([http.shutdown(), echoServer.close(), sink.close()]);
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+});
