@@ -3,65 +3,30 @@
  *
  * @module
  */
-import { readTlsOrExit, startComponentOps } from "../shared/component.ts";
-import {
-  agentConfigSchema,
-  loadConfig,
-  loadConfigOrExit,
-  processConfigSource,
-} from "../shared/config/mod.ts";
-import { handleSignals } from "../shared/lifecycle.ts";
-import { createLogger } from "../shared/log.ts";
-import { checkSandbox } from "../shared/sandbox.ts";
+import { runComponent } from "../shared/component_main.ts";
+import { formatHostPort } from "../shared/config/address.ts";
+import { agentConfigSchema } from "../shared/config/mod.ts";
 import { readTlsFiles } from "../shared/tls_files.ts";
 import { startAgent } from "./agent.ts";
 import { createAgentMetrics } from "./metrics.ts";
 
-const config = loadConfigOrExit(agentConfigSchema, "agent");
-const logger = createLogger("agent", { level: config.log_level });
-// Before anything binds: a sandbox wider than the config needs is reported (or refused).
-checkSandbox({
+runComponent({
   component: "agent",
-  logger,
-  strict: config.strict_sandbox,
+  schema: agentConfigSchema,
   unscopedNet: false,
-  writeProbes: [config.tls.cert, config.tls.key, config.tls.ca].filter((p) => p !== undefined),
-});
-const tls = readTlsOrExit("agent", config.tls);
-
-const ops = startComponentOps({
-  component: "agent",
-  address: config.metrics,
-  logger,
-  isReady: () => agent.isReady(),
-  detail: () => agent.health(),
-});
-// The probes run only after this synchronous start-up, so `agent` is set by then.
-const agent = startAgent(config, {
-  logger,
-  tls,
-  metrics: createAgentMetrics(ops.registry),
-  onConnected: () => ops.ready(),
-});
-
-handleSignals({
-  logger,
-  shutdownTimeoutMs: config.shutdown_timeout_ms,
-  async shutdown() {
-    ops.startDraining();
-    await agent.drain(config.drain_ms);
-    await ops.close();
-  },
-  reload() {
-    const next = loadConfig(agentConfigSchema, processConfigSource(agentConfigSchema));
+  start: (config, { logger, tls, ops }) =>
+    startAgent(config, {
+      logger,
+      tls,
+      metrics: createAgentMetrics(ops.registry),
+      onConnected: () => ops.ready(),
+    }),
+  reload(next, agent, logger) {
     agent.setTls(readTlsFiles(next.tls));
     logger.info("reloaded: new certificates apply to the next relay dial");
   },
-  onReloadResult: (result) => ops.reloads.inc({ result }),
-});
-
-logger.info("ready", {
-  listen: agent.listening,
-  metrics: ops.address,
-  relays: config.relays.map((r) => `${r.host}:${r.port}`),
+  readyFields: (config, agent) => ({
+    listen: agent.listening,
+    relays: config.relays.map(formatHostPort),
+  }),
 });

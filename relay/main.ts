@@ -3,68 +3,34 @@
  *
  * @module
  */
-import { readTlsOrExit, startComponentOps } from "../shared/component.ts";
+import { runComponent } from "../shared/component_main.ts";
 import { formatHostPort } from "../shared/config/address.ts";
-import {
-  loadConfig,
-  loadConfigOrExit,
-  processConfigSource,
-  relayConfigSchema,
-} from "../shared/config/mod.ts";
-import { handleSignals } from "../shared/lifecycle.ts";
-import { createLogger } from "../shared/log.ts";
-import { checkSandbox } from "../shared/sandbox.ts";
+import { relayConfigSchema } from "../shared/config/mod.ts";
 import { readTlsFiles } from "../shared/tls_files.ts";
 import { createRelayMetrics } from "./metrics.ts";
 import { startRelay } from "./relay.ts";
 
-const config = loadConfigOrExit(relayConfigSchema, "relay");
-const logger = createLogger("relay", { level: config.log_level });
-// Before anything binds: a sandbox wider than the config needs is reported (or refused).
-checkSandbox({
+runComponent({
   component: "relay",
-  logger,
-  strict: config.strict_sandbox,
+  schema: relayConfigSchema,
   unscopedNet: true,
-  writeProbes: [config.tls.cert, config.tls.key, config.tls.ca].filter((p) => p !== undefined),
-});
-const tls = readTlsOrExit("relay", config.tls);
-
-const ops = startComponentOps({
-  component: "relay",
-  address: config.metrics,
-  logger,
-  isReady: () => true,
-  detail: () => relay.health(),
-});
-// The probes run only after this synchronous start-up, so `relay` is set by then.
-const relay = startRelay(config, {
-  logger,
-  tls,
-  metrics: (packetDrops) => createRelayMetrics(ops.registry, packetDrops),
-});
-ops.ready();
-
-handleSignals({
-  logger,
-  shutdownTimeoutMs: config.shutdown_timeout_ms,
-  async shutdown() {
-    ops.startDraining();
-    await relay.drain(config.drain_ms);
-    await ops.close();
+  start(config, { logger, tls, ops }) {
+    const relay = startRelay(config, {
+      logger,
+      tls,
+      metrics: (packetDrops) => createRelayMetrics(ops.registry, packetDrops),
+    });
+    ops.ready();
+    return { ...relay, isReady: () => true };
   },
-  reload() {
-    // Same sources as at start (file, env, flags); a bad file keeps the running config.
-    const next = loadConfig(relayConfigSchema, processConfigSource(relayConfigSchema));
-    const nextTls = readTlsFiles(next.tls);
+  reload(next, relay, logger, initial) {
     // setTls builds the new TLS context before swapping it in, so bad PEM material throws
     // here with nothing changed; the policy swap after it cannot fail.
-    relay.setTls(nextTls);
+    relay.setTls(readTlsFiles(next.tls));
     relay.setPolicy(next.services);
     relay.setTokens(next.tokens);
-    const restartOnly = ["listen", "metrics", "limits", "auth"].filter((key) =>
-      JSON.stringify(next[key as keyof typeof next]) !==
-        JSON.stringify(config[key as keyof typeof config])
+    const restartOnly = (["listen", "metrics", "limits", "auth"] as const).filter((key) =>
+      JSON.stringify(next[key]) !== JSON.stringify(initial[key])
     );
     if (restartOnly.length > 0) {
       logger.warn("reload: these settings take effect only after a restart", {
@@ -73,11 +39,8 @@ handleSignals({
     }
     logger.info("reloaded", { services: Object.keys(next.services).length });
   },
-  onReloadResult: (result) => ops.reloads.inc({ result }),
-});
-
-logger.info("ready", {
-  quic: formatHostPort(relay.addr),
-  metrics: ops.address,
-  services: Object.keys(config.services),
+  readyFields: (config, relay) => ({
+    quic: formatHostPort(relay.addr),
+    services: Object.keys(config.services),
+  }),
 });

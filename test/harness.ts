@@ -117,7 +117,11 @@ export async function startComponent(
   await Deno.writeTextFile(configPath, JSON.stringify(config));
   const componentArgs = ["--config", configPath, ...args];
   const { config: parsed } = loadComponentConfig(component, componentArgs, {});
-  const proc = await spawnLogged(component, runArgs(component, parsed, configPath, componentArgs), {
+  const denoArgs = runArgs(component, parsed, configPath, componentArgs);
+  // Profiling hook for performance work: ZTNA_CPU_PROF_DIR=/tmp/prof writes V8 CPU profiles.
+  const profileDir = Deno.env.get("ZTNA_CPU_PROF_DIR");
+  if (profileDir) denoArgs.splice(1, 0, "--cpu-prof", `--cpu-prof-dir=${profileDir}`);
+  const proc = await spawnLogged(component, denoArgs, {
     waitReady,
     timeoutMs,
   });

@@ -1,0 +1,101 @@
+/**
+ * The start-up sequence every component's `main.ts` runs: load config (exit 2 on error),
+ * check the sandbox, read TLS material, start the ops listener, start the component,
+ * install signal handling (drain, reload) and print the `ready` line.
+ *
+ * @module
+ */
+import type { z } from "zod";
+import { type ComponentOps, readTlsOrExit, startComponentOps } from "./component.ts";
+import type { HostPort } from "./config/address.ts";
+import { loadConfig, loadConfigOrExit, processConfigSource } from "./config/mod.ts";
+import { handleSignals } from "./lifecycle.ts";
+import { createLogger, type Logger, type LogLevel } from "./log.ts";
+import type { TlsMaterial } from "./quic/mod.ts";
+import { checkSandbox } from "./sandbox.ts";
+
+/** What every component config has that the start-up sequence reads. */
+export interface BaseConfig {
+  metrics: HostPort | null;
+  tls: { cert?: string; key?: string; ca: string };
+  log_level: LogLevel;
+  strict_sandbox: boolean;
+  drain_ms: number;
+  shutdown_timeout_ms: number;
+}
+
+/** What the start-up sequence needs from a running component. */
+export interface ComponentInstance {
+  isReady(): boolean;
+  health(): Record<string, unknown>;
+  drain(drainMs: number): Promise<void>;
+}
+
+/** The parts a component's `start` receives. */
+export interface StartContext {
+  logger: Logger;
+  tls: TlsMaterial;
+  ops: ComponentOps;
+}
+
+/** One component's entrypoint, described. */
+export interface ComponentSpec<C extends BaseConfig, I extends ComponentInstance> {
+  component: "relay" | "connector" | "agent";
+  schema: z.ZodType<C>;
+  /** Only the relay may hold unscoped network access. */
+  unscopedNet: boolean;
+  /** Starts the component; it calls `ops.ready()` when it first becomes ready. */
+  start(config: C, context: StartContext): I;
+  /**
+   * Applies a reloaded config (SIGHUP); `initial` is the config the process started with.
+   * Must validate everything before changing anything: a throw leaves the running config in
+   * place.
+   */
+  reload(next: C, instance: I, logger: Logger, initial: C): void;
+  /** Fields of the `ready` log line besides `metrics`: the bound addresses. */
+  readyFields(config: C, instance: I): Record<string, unknown>;
+}
+
+/** Runs a component process from this process's arguments and environment. */
+export function runComponent<C extends BaseConfig, I extends ComponentInstance>(
+  spec: ComponentSpec<C, I>,
+): void {
+  const { component, schema } = spec;
+  const config = loadConfigOrExit(schema, component);
+  const logger = createLogger(component, { level: config.log_level });
+  // Before anything binds: a sandbox wider than the config needs is reported (or refused).
+  checkSandbox({
+    component,
+    logger,
+    strict: config.strict_sandbox,
+    unscopedNet: spec.unscopedNet,
+    writeProbes: [config.tls.cert, config.tls.key, config.tls.ca].filter((p) => p !== undefined),
+  });
+  const tls = readTlsOrExit(component, config.tls);
+  const ops = startComponentOps({
+    component,
+    address: config.metrics,
+    logger,
+    isReady: () => instance.isReady(),
+    detail: () => instance.health(),
+  });
+  // The probes run only after this synchronous start-up, so `instance` is set by then.
+  const instance = spec.start(config, { logger, tls, ops });
+
+  handleSignals({
+    logger,
+    shutdownTimeoutMs: config.shutdown_timeout_ms,
+    async shutdown() {
+      ops.startDraining();
+      await instance.drain(config.drain_ms);
+      await ops.close();
+    },
+    reload() {
+      // Same sources as at start (file, env, flags); a bad file keeps the running config.
+      spec.reload(loadConfig(schema, processConfigSource(schema)), instance, logger, config);
+    },
+    onReloadResult: (result) => ops.reloads.inc({ result }),
+  });
+
+  logger.info("ready", { ...spec.readyFields(config, instance), metrics: ops.address });
+}
