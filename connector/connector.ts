@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { formatHostPort } from "../shared/config/address.ts";
+import { formatHostPort, type HostPort } from "../shared/config/address.ts";
 import type { ConnectorConfig } from "../shared/config/mod.ts";
 import { createFlowDatagrams, type FlowDatagrams } from "../shared/flow_datagrams.ts";
 import { type Logger, rateLimitedLog } from "../shared/log.ts";
@@ -13,6 +13,7 @@ import { createBackoff } from "../shared/backoff.ts";
 import type { ControlMessage, OpenMessage, ServiceProtocol } from "../shared/protocol/control.ts";
 import type { TlsMaterial } from "../shared/quic/mod.ts";
 import { type RelaySession, runRelayLink } from "../shared/relay_link.ts";
+import { runRelayPool } from "../shared/relay_pool.ts";
 import { resolveHost } from "../shared/resolve_host.ts";
 import { netPermitted } from "../shared/sandbox.ts";
 import { openUdpSocket, type UdpSocket, type UdpTarget, udpTarget } from "../shared/udp_socket.ts";
@@ -93,15 +94,23 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     metrics,
   });
 
-  for (const relay of config.relays) {
-    links.push(runRelayLink({
+  // One link per relay address; names (e.g. a headless Service) may stand for several relays.
+  links.push(runRelayPool({
+    relays: config.relays,
+    signal: stop.signal,
+    logger,
+    startLink: (address, signal) => linkTo(address, signal),
+  }));
+
+  function linkTo(relay: HostPort, signal: AbortSignal): Promise<void> {
+    return runRelayLink({
       relays: [relay],
       serverName: config.tls.server_name,
       token: config.token?.value,
       role: "connector",
       tls: () => tls,
       idleTimeoutMs: config.idle_timeout_ms,
-      signal: stop.signal,
+      signal,
       logger,
       backoff: createBackoff({
         baseMs: config.reconnect.base_ms,
@@ -157,7 +166,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
           logger.warn("relay session lost", { relay: session.relay, reason });
         },
       },
-    }));
+    });
   }
 
   function onControl(state: RelayState, message: ControlMessage): void {

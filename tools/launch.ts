@@ -4,26 +4,27 @@
  * signals (TERM, INT, HUP) and exits with the child's status.
  *
  * This launcher itself may read files, read the environment and run only the deno binary;
- * it has no network, write or FFI access. `deno task relay|connector|agent` use it.
+ * it has no network, write or FFI access. Host names in the config are resolved by a child
+ * that may look up exactly those names. `deno task relay|connector|agent` use it.
  *
  * @module
  */
-import { componentArg, componentEnv, loadComponentConfig, runArgs } from "./permissions.ts";
+import {
+  componentArg,
+  dialedNames,
+  loadComponentConfigOrExit,
+  resolveNames,
+  runArgs,
+} from "./permissions.ts";
 
 const usage = "usage: deno task <relay|connector|agent> --config FILE [--key value ...]";
 const component = componentArg(Deno.args, usage);
 const args = Deno.args.slice(1);
-let loaded;
-try {
-  loaded = loadComponentConfig(component, args, componentEnv(component));
-} catch (error) {
-  // Same message and exit code the component itself gives, before anything starts.
-  console.error(`ztna ${component}: invalid config: ${(error as Error).message}`);
-  Deno.exit(2);
-}
+const { config, configPath } = loadComponentConfigOrExit(component, args);
+const resolved = await resolveNames(dialedNames(component, config));
 
 const child = new Deno.Command(Deno.execPath(), {
-  args: runArgs(component, loaded.config, loaded.configPath, args),
+  args: runArgs(component, config, configPath, args, resolved),
   stdin: "null",
 }).spawn();
 

@@ -22,6 +22,7 @@ import {
   type RelayConfig,
   relayConfigSchema,
 } from "../shared/config/mod.ts";
+import { isIpLiteral } from "../shared/resolve_host.ts";
 
 /** The three components. */
 export type Component = "relay" | "connector" | "agent";
@@ -73,6 +74,7 @@ export function permissionFlags(
   component: Component,
   config: ComponentConfig,
   configPath: string | null,
+  resolved: ReadonlyMap<string, string[]> = new Map(),
 ): string[] {
   const reads = [config.tls.cert, config.tls.key, config.tls.ca]
     .filter((path): path is string => path !== undefined);
@@ -89,7 +91,17 @@ export function permissionFlags(
     `--allow-ffi=${quicAddonDir()}`,
   ];
   const net = new Set<string>();
-  const add = (address: HostPort) => net.add(formatHostPort(address));
+  // Deno checks the literal address a socket sends to, so a name is granted as itself (for the
+  // lookup, which needs the bare name) plus each address it resolved to at launch.
+  const add = (address: HostPort) => {
+    net.add(formatHostPort(address));
+    if (isIpLiteral(address.host)) return;
+    net.add(address.host);
+    for (const ip of resolved.get(address.host) ?? []) {
+      net.add(formatHostPort({ host: ip, port: address.port }));
+      net.add(bindFor(ip));
+    }
+  };
   if (component === "relay") {
     // Peers dial in from anywhere: the relay's network scope cannot be narrowed.
     flags.unshift("--allow-net");
@@ -129,18 +141,53 @@ export function secretRefs(component: Component, config: ComponentConfig): strin
   return token === undefined ? [] : [token.ref];
 }
 
+/** Host names (not IP literals) the component dials: relays and backends. */
+export function dialedNames(component: Component, config: ComponentConfig): string[] {
+  if (component === "relay") return [];
+  const hosts = (config as ConnectorConfig | AgentConfig).relays.map((relay) => relay.host);
+  if (component === "connector") {
+    for (const urls of Object.values((config as ConnectorConfig).services)) {
+      hosts.push(...urls.map((url) => url.host));
+    }
+  }
+  return [...new Set(hosts.filter((host) => !isIpLiteral(host)))];
+}
+
+/**
+ * Resolves `names` in a child process allowed to look up exactly those names (this process
+ * needs `--allow-run` for the deno binary). Unresolvable names map to [].
+ */
+export async function resolveNames(names: string[]): Promise<Map<string, string[]>> {
+  if (names.length === 0) return new Map();
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-prompt",
+      `--config=${join(PROJECT_ROOT, "deno.json")}`,
+      `--allow-net=${names.join(",")}`,
+      join(PROJECT_ROOT, "tools", "resolve.ts"),
+      ...names,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  if (!output.success) return new Map(names.map((name) => [name, []]));
+  return new Map(Object.entries(JSON.parse(new TextDecoder().decode(output.stdout))));
+}
+
 /** The full `deno run` argument list (after the deno binary) for a component. */
 export function runArgs(
   component: Component,
   config: ComponentConfig,
   configPath: string | null,
   componentArgs: string[],
+  resolved: ReadonlyMap<string, string[]> = new Map(),
 ): string[] {
   return [
     "run",
     "--no-prompt",
     `--config=${join(PROJECT_ROOT, "deno.json")}`,
-    ...permissionFlags(component, config, configPath),
+    ...permissionFlags(component, config, configPath, resolved),
     join(PROJECT_ROOT, component, "main.ts"),
     ...componentArgs,
   ];
@@ -173,6 +220,22 @@ export function componentEnv(component: Component): Record<string, string> {
   return env;
 }
 
+/**
+ * Loads a component's config from these arguments and this process's `ZTNA_*` variables, or
+ * exits 2 with the same message the component itself would print.
+ */
+export function loadComponentConfigOrExit(
+  component: Component,
+  args: string[],
+): { config: ComponentConfig; configPath: string | null } {
+  try {
+    return loadComponentConfig(component, args, componentEnv(component));
+  } catch (error) {
+    console.error(`ztna ${component}: invalid config: ${(error as Error).message}`);
+    Deno.exit(2);
+  }
+}
+
 /** Parses `<component>` from the first argument or exits 2 with the usage. */
 export function componentArg(args: string[], usage: string): Component {
   const component = args[0];
@@ -187,16 +250,10 @@ if (import.meta.main) {
   const usage = "usage: deno task permissions <relay|connector|agent> --config FILE";
   const component = componentArg(Deno.args, usage);
   const args = Deno.args.slice(1);
-  let loaded;
-  try {
-    loaded = loadComponentConfig(component, args, componentEnv(component));
-  } catch (error) {
-    console.error(`ztna ${component}: invalid config: ${(error as Error).message}`);
-    Deno.exit(2);
-  }
+  const loaded = loadComponentConfigOrExit(component, args);
   const quote = (arg: string) =>
     /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`;
-  console.log(
-    ["deno", ...runArgs(component, loaded.config, loaded.configPath, args)].map(quote).join(" "),
-  );
+  const resolved = await resolveNames(dialedNames(component, loaded.config));
+  const line = runArgs(component, loaded.config, loaded.configPath, args, resolved);
+  console.log(["deno", ...line].map(quote).join(" "));
 }
