@@ -18,7 +18,7 @@ runComponent({
     const relay = startRelay(config, {
       logger,
       tls,
-      metrics: (packetDrops) => createRelayMetrics(ops.registry, packetDrops),
+      metrics: (sources) => createRelayMetrics(ops.registry, sources),
     });
     ops.ready();
     return { ...relay, isReady: () => true };

@@ -25,6 +25,15 @@ export interface RelayMetrics {
   protocolViolations: Counter<"reason">;
   packetsDropped: Counter<"reason">;
   flowSetup: Histogram;
+  serviceConnectors: Gauge<"service">;
+}
+
+/** Figures the relay keeps as plain numbers and the registry reads at scrape time. */
+export interface RelayMetricSources {
+  /** Packets the QUIC endpoint dropped, by reason (running totals). */
+  packetDrops: () => Record<string, number>;
+  /** Connectors currently serving each service of the policy. */
+  serviceConnectors: () => Record<string, number>;
 }
 
 /**
@@ -33,8 +42,9 @@ export interface RelayMetrics {
  */
 export function createRelayMetrics(
   registry: Registry,
-  packetDrops: () => Record<string, number>,
+  sources: RelayMetricSources,
 ): RelayMetrics {
+  const { packetDrops, serviceConnectors } = sources;
   const exported: Record<string, number> = {};
   const registers = [registry];
   const p = "ztna_relay_";
@@ -139,6 +149,18 @@ export function createRelayMetrics(
           const delta = total - (exported[reason] ?? 0);
           if (delta > 0) this.inc({ reason }, delta);
           exported[reason] = total;
+        }
+      },
+    }),
+    serviceConnectors: new Gauge({
+      name: `${p}service_connectors`,
+      help: "Connectors registered for each service of the policy (0: the service is down).",
+      labelNames: ["service"],
+      registers,
+      collect() {
+        this.reset();
+        for (const [service, count] of Object.entries(serviceConnectors())) {
+          this.set({ service }, count);
         }
       },
     }),

@@ -16,6 +16,8 @@ export interface ServiceRegistry<S> {
   removeSession(session: S): string[];
   /** Picks the connector for a new flow (round robin), or undefined when none serves it. */
   pick(service: string, protocol: ServiceProtocol, usable?: (session: S) => boolean): S | undefined;
+  /** Distinct connector sessions serving `service` (any protocol). */
+  connectors(service: string): number;
   /** True when some connector serves `service` with any protocol. */
   has(service: string): boolean;
   /** Number of services with at least one connector. */
@@ -89,6 +91,13 @@ export function createServiceRegistry<S>(): ServiceRegistry<S> {
         if (usable(session)) return session;
       }
       return undefined;
+    },
+    connectors(service) {
+      const sessions = new Set<S>();
+      for (const entry of offers.get(service)?.values() ?? []) {
+        for (const session of entry.sessions) sessions.add(session);
+      }
+      return sessions.size;
     },
     has: (service) => offers.has(service),
     get size() {

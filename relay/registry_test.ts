@@ -9,6 +9,8 @@ Deno.test("registry: spreads flows, tracks service up/down, skips unusable sessi
   const picks = [1, 2, 3, 4].map(() => registry.pick("echo", "udp"));
   assert.deepEqual(picks, ["c1", "c2", "c1", "c2"]);
   assert.equal(registry.pick("echo", "udp", (s) => s !== "c1"), "c2");
+  assert.equal(registry.connectors("echo"), 2, "c2 counts once for both protocols");
+  assert.equal(registry.connectors("dns"), 0);
   assert.equal(registry.pick("echo", "udp", () => false), undefined);
   assert.equal(registry.pick("dns", "udp"), undefined);
   assert.deepEqual(registry.removeSession("c1"), []);

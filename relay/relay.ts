@@ -30,7 +30,7 @@ import {
   startQuicServer,
   type TlsMaterial,
 } from "../shared/quic/mod.ts";
-import type { RelayMetrics } from "./metrics.ts";
+import type { RelayMetrics, RelayMetricSources } from "./metrics.ts";
 import { createPolicy, type Policy } from "./policy.ts";
 import { createHandshakeLimiter } from "./handshake_limiter.ts";
 import { createPeerAuth } from "./peer_auth.ts";
@@ -112,7 +112,7 @@ export interface Relay {
 /** What the relay needs besides its config. */
 export interface RelayDeps {
   logger: Logger;
-  metrics: (packetDrops: () => Record<string, number>) => RelayMetrics;
+  metrics: (sources: RelayMetricSources) => RelayMetrics;
   tls: TlsMaterial;
 }
 
@@ -123,6 +123,7 @@ const flowKey = (protocol: ServiceProtocol) => protocol;
 export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   const { logger } = deps;
   let policy: Policy = createPolicy(config.services);
+  let policyServices = config.services;
   const registry = createServiceRegistry<Session>();
   const sessions = new Set<Session>();
   const scratch = new Uint8Array(2048);
@@ -144,7 +145,14 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     admit: (peer) => admitHandshake(peer.host),
     onConnection: accept,
   });
-  const metrics = deps.metrics(() => ({ ...server.counters.drops }));
+  const metrics = deps.metrics({
+    packetDrops: () => ({ ...server.counters.drops }),
+    // Services of the current policy (a bounded label set), with how many connectors serve them.
+    serviceConnectors: () =>
+      Object.fromEntries(
+        Object.keys(policyServices).map((name) => [name, registry.connectors(name)]),
+      ),
+  });
   // TCP flows ride streams; they are authorized exactly like UDP opens (authorizeOpen).
   const tcp = createTcpFlows<Session>({
     authorize: (agent, service) => authorizeOpen(agent, service, "tcp"),
@@ -237,7 +245,12 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
 
   function onControl(session: Session, message: ControlMessage): void {
     if (session.shed) return;
-    if (!session.controlBudget()) {
+    // A connector's answers to the relay's own open requests come at the rate agents open
+    // flows, not at a rate the connector chooses: they do not spend its budget (else a burst
+    // of agent opens would get the connector shed). Unsolicited answers still do.
+    const solicited = (message.type === "opened" || message.type === "refused") &&
+      session.pending.has(message.id);
+    if (!solicited && !session.controlBudget()) {
       return shed(session, "control_frames_per_second", {
         per_second: config.limits.control_frames_per_second,
       });
@@ -576,6 +589,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         new Set(policy.servicesFor(agent.identity).filter((name) => registry.has(name)));
       const before = new Map(agents.map((agent) => [agent, visible(agent)]));
       policy = createPolicy(services);
+      policyServices = services;
       // Registrations the new policy forbids are withdrawn (announced below, per agent).
       for (const session of sessions) {
         if (session.role !== "connector") continue;

@@ -23,6 +23,7 @@ export const EXPORTED_METRICS: Readonly<Record<string, readonly string[]>> = {
     "ztna_relay_auth_failures_total",
     "ztna_relay_registrations_total",
     "ztna_relay_services_registered",
+    "ztna_relay_service_connectors",
     "ztna_relay_flows_opened_total",
     "ztna_relay_flows_active",
     "ztna_relay_flow_refusals_total",

@@ -71,6 +71,7 @@ Deno.test("udp tunnel: 10,000 datagrams of 1 B to 8 KiB echo back intact", async
       metric(relayMetrics, 'ztna_relay_datagrams_relayed_total{direction="to_connector"}') >= total,
     );
     assert.equal(metric(relayMetrics, 'ztna_relay_flows_active{protocol="udp"}'), 1);
+    assert.equal(metric(relayMetrics, 'ztna_relay_service_connectors{service="echo"}'), 1);
   } finally {
     client.close();
     await tunnel.stop();
