@@ -1,0 +1,80 @@
+/**
+ * `deno task bench:peers`: the UDP and QUIC peers the tunnel is compared with, measured in
+ * the same run as the other benches: iperf3 UDP straight over loopback (the kernel limit,
+ * 1200 B datagrams, unlimited rate), an nginx `stream` UDP proxy with the same generator and
+ * sink as `bench:udp` (1200 B, one way), and `@matrixai/quic`'s high-level stream echo.
+ * (TCP peers, iperf3 direct, nginx TCP and stunnel4, are in `bench:tcp`.)
+ *
+ * @module
+ */
+import { freePort, progress, runPeer, sleep, startPeer, writeResult } from "./bench_util.ts";
+import { startNginxUdp } from "./nginx_udp.ts";
+import { measureMatrixaiStreamEcho } from "./quic_peer.ts";
+import { startUdpSink } from "./udp_sink.ts";
+import { ratesFor, runSeries } from "./udp_series.ts";
+
+const result: Record<string, unknown> = {};
+
+// Kernel limit: iperf3 UDP, one hop, no proxy.
+{
+  const port = freePort();
+  const server = startPeer("iperf3", ["-s", "-B", "127.0.0.1", "-p", String(port), "-1"]);
+  try {
+    await sleep(300);
+    const out = JSON.parse(
+      await runPeer("iperf3", [
+        "-c",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-u",
+        "-b",
+        "0",
+        "-l",
+        "1200",
+        "-t",
+        "3",
+        "-J",
+      ], 30_000),
+    );
+    const sum = out.end.sum;
+    const received = sum.packets * (1 - sum.lost_percent / 100);
+    result.iperf3_udp_direct = {
+      size: 1200,
+      datagrams_per_s: Math.round(received / sum.seconds),
+      mbps: Math.round(received * 1200 * 8 / sum.seconds / 1e6),
+      lost_percent: Number(sum.lost_percent.toFixed(2)),
+    };
+    progress("iperf3 udp direct", result.iperf3_udp_direct);
+  } finally {
+    await server.kill();
+  }
+}
+
+// Plain UDP proxy: nginx stream, same generator and sink as the tunnel.
+{
+  const sink = startUdpSink();
+  const nginx = await startNginxUdp(sink.port);
+  try {
+    const series = await runSeries({
+      target: `127.0.0.1:${nginx.port}`,
+      size: 1200,
+      rates: ratesFor(1200),
+      echo: false,
+      sink,
+    });
+    result.nginx_udp_oneway_1200 = series;
+    progress(`nginx udp 1200 B one way: max ${series.maxRate}/s`);
+  } finally {
+    await nginx.stop();
+    await sink.close();
+  }
+}
+
+// The high-level QUIC API of the binding we use.
+result.matrixai_quic_stream_echo = await measureMatrixaiStreamEcho(5);
+progress("@matrixai/quic stream echo", result.matrixai_quic_stream_echo);
+
+await writeResult("peers", result);
+// The high-level QUIC library keeps handles open after stop; the result is written.
+Deno.exit(0);
