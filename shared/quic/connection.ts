@@ -230,7 +230,10 @@ export function createConnectionState(
       } catch (error) {
         if (!isDone(error)) throw error;
       }
+      // A stream stays in `blocked` only while a writer waits on it: a full write (say, of
+      // bytes held back earlier) takes it out, so wake-ups go to writers that need them.
       if (written < data.length) state.blocked.add(streamId);
+      else state.blocked.delete(streamId);
       scheduleFlush();
       return written;
     },
@@ -331,20 +334,27 @@ function dispatchEvents(state: ConnectionState): void {
   if (native.isReadable()) {
     for (const streamId of native.readable()) state.handlers.onStreamReadable?.(streamId);
   }
-  if (state.blocked.size > 0) {
-    for (const streamId of state.blocked) {
-      let capacity = 0;
-      try {
-        capacity = native.streamCapacity(streamId);
-      } catch {
-        // Stream gone (reset or finished): writable callbacks would only fail.
-        state.blocked.delete(streamId);
-        continue;
-      }
-      if (capacity > 0) {
-        state.blocked.delete(streamId);
-        state.handlers.onStreamWritable?.(streamId);
-      }
+  if (state.blocked.size > 0) wakeBlockedStreams(state);
+}
+
+/**
+ * Tells blocked writers that their streams have capacity again. Only streams a writer is
+ * waiting on are in `blocked` (a full write takes a stream out), so each wake-up is useful.
+ */
+function wakeBlockedStreams(state: ConnectionState): void {
+  const { native } = state;
+  for (const streamId of state.blocked) {
+    let capacity = 0;
+    try {
+      capacity = native.streamCapacity(streamId);
+    } catch {
+      // Stream gone (reset or finished): writable callbacks would only fail.
+      state.blocked.delete(streamId);
+      continue;
+    }
+    if (capacity > 0) {
+      state.blocked.delete(streamId);
+      state.handlers.onStreamWritable?.(streamId);
     }
   }
 }
