@@ -1,0 +1,91 @@
+import assert from "node:assert/strict";
+import { metric, scrape, waitFor } from "./harness.ts";
+import { startFaultTunnel } from "./fault_util.ts";
+import { numberedStream } from "./ops_util.ts";
+
+const BLACKHOLE_MS = 10_000;
+const IDLE_TIMEOUT_MS = 3000;
+
+Deno.test("fault: 10 s black-hole of the relay path; idle timeout detects it, links and flows come back", async () => {
+  const tunnel = await startFaultTunnel({
+    agentHop: {},
+    connectorHop: {},
+    tcp: false,
+    relay: { idle_timeout_ms: IDLE_TIMEOUT_MS },
+    dialer: { idle_timeout_ms: IDLE_TIMEOUT_MS, reconnect: { base_ms: 200, max_ms: 1000 } },
+  });
+  const stream = numberedStream(tunnel.udpPort, 10);
+  try {
+    await waitFor("echoes before the black-hole", () => stream.received > 50, 15_000);
+    const before = {
+      agent: await scrape(String(tunnel.agent.ready.metrics)),
+      connector: await scrape(String(tunnel.connector.ready.metrics)),
+      relay: await scrape(String(tunnel.relay.ready.metrics)),
+    };
+    const lastBefore = stream.lastEchoed;
+
+    const start = performance.now();
+    tunnel.agentProxy!.blackhole(BLACKHOLE_MS);
+    tunnel.connectorProxy!.blackhole(BLACKHOLE_MS);
+    const lost = (proc: typeof tunnel.agent) =>
+      proc.waitForLog((l) => l.msg === "relay session lost", BLACKHOLE_MS);
+    const [agentLost, connectorLost] = await Promise.all([
+      lost(tunnel.agent).then(() => performance.now() - start),
+      lost(tunnel.connector).then(() => performance.now() - start),
+    ]);
+    const agentReady = await fetch(`http://${tunnel.agent.ready.metrics}/readyz`);
+    await agentReady.body?.cancel();
+    assert.equal(agentReady.status, 503, "the agent reports not ready while cut off");
+
+    const back = start + BLACKHOLE_MS;
+    await new Promise((r) => setTimeout(r, Math.max(0, back - performance.now())));
+    const resumed = await waitFor(
+      "echoes after the path returns",
+      () => stream.lastEchoed > lastBefore + 10 && performance.now(),
+      20_000,
+    );
+    await new Promise((r) => setTimeout(r, 1000)); // the resumed flow keeps running
+    const report = await stream.stop(300);
+    const sentAfter = report.sentAt.filter((t) => t > resumed).length;
+    const echoedAfter = [...report.echoedAt.keys()].filter((seq) => report.sentAt[seq] > resumed)
+      .length;
+    const after = {
+      agent: await scrape(String(tunnel.agent.ready.metrics)),
+      connector: await scrape(String(tunnel.connector.ready.metrics)),
+      relay: await scrape(String(tunnel.relay.ready.metrics)),
+    };
+    const delta = (which: keyof typeof after, key: string) =>
+      metric(after[which], key) - metric(before[which], key);
+    const agentReconnects = delta("agent", "ztna_agent_reconnects_total");
+    const connectorReconnects = delta("connector", "ztna_connector_reconnects_total");
+    const accepted = delta("relay", 'ztna_relay_connections_accepted_total{role="agent"}') +
+      delta("relay", 'ztna_relay_connections_accepted_total{role="connector"}');
+    console.log(
+      `black-hole ${
+        BLACKHOLE_MS / 1000
+      } s (idle timeout ${IDLE_TIMEOUT_MS} ms): agent noticed after ${
+        agentLost.toFixed(0)
+      } ms, connector after ${connectorLost.toFixed(0)} ms; flow resumed ${
+        (resumed - back).toFixed(0)
+      } ms after the path returned; reconnects agent +${agentReconnects}, connector +${connectorReconnects}, ` +
+        `relay accepted +${accepted}; stream sent ${report.sent}, echoed ${report.received}, longest gap ${
+          report.maxGapMs.toFixed(0)
+        } ms; after resuming ${echoedAfter}/${sentAfter} echoed`,
+    );
+    // Detection comes from the idle timeout (keepalives stop being answered), not a signal.
+    for (const [who, ms] of [["agent", agentLost], ["connector", connectorLost]] as const) {
+      assert.ok(ms >= IDLE_TIMEOUT_MS * 0.8, `${who} noticed after ${ms.toFixed(0)} ms`);
+      assert.ok(ms < IDLE_TIMEOUT_MS + 4000, `${who} took ${ms.toFixed(0)} ms to notice`);
+    }
+    assert.ok(agentReconnects >= 1, "the agent's reconnect metric moved");
+    assert.ok(connectorReconnects >= 1, "the connector's reconnect metric moved");
+    assert.ok(accepted >= 2, "the relay accepted both again");
+    assert.ok(resumed - back < 8000, `flows resumed ${(resumed - back).toFixed(0)} ms after`);
+    assert.ok(echoedAfter >= sentAfter * 0.9, `after resuming ${echoedAfter}/${sentAfter} echoed`);
+    assert.equal(metric(after.agent, "ztna_agent_relay_connected"), 1);
+    assert.equal(metric(after.connector, "ztna_connector_relay_connections_active"), 1);
+  } finally {
+    await stream.stop(0).catch(() => {});
+    await tunnel.stop();
+  }
+});
