@@ -1,13 +1,20 @@
 /**
- * Per-source-IP handshake rate limit: a token bucket per address, bounded in memory.
+ * Handshake admission: a token bucket per source IP (bounded in memory) and one for the
+ * whole relay, so neither one address nor many together can monopolise handshake CPU.
  *
  * @module
  */
+import { createTokenBucket } from "../shared/token_bucket.ts";
 
 /** Options for {@linkcode createHandshakeLimiter}. */
 export interface HandshakeLimiterOptions {
   /** Sustained handshakes per second allowed per source IP (also the burst size). */
   perSecond: number;
+  /**
+   * Sustained handshakes per second for the whole relay (also the burst size).
+   * @default {Infinity}
+   */
+  totalPerSecond?: number;
   /**
    * Source addresses tracked at once; the least recently seen are forgotten beyond it.
    * @default {65536}
@@ -17,38 +24,44 @@ export interface HandshakeLimiterOptions {
   now?: () => number;
 }
 
+/** Why a handshake was not admitted. */
+export type HandshakeRefusal = "source" | "total";
+
 /**
- * Returns `admit(ip)`: true when a new handshake from `ip` is within its budget.
+ * Returns `admit(ip)`: null when a new handshake from `ip` is within both budgets, else
+ * which budget it exceeded.
  *
  * @example
  * ```ts
  * import { createHandshakeLimiter } from "./handshake_limiter.ts";
  * const admit = createHandshakeLimiter({ perSecond: 2, now: () => 0 });
- * if (!admit("10.0.0.1") || !admit("10.0.0.1") || admit("10.0.0.1")) throw new Error();
+ * if (admit("10.0.0.1") !== null || admit("10.0.0.1") !== null) throw new Error();
+ * if (admit("10.0.0.1") !== "source") throw new Error();
  * ```
  */
-export function createHandshakeLimiter(options: HandshakeLimiterOptions): (ip: string) => boolean {
-  const { perSecond, maxSources = 65_536, now = () => performance.now() } = options;
+export function createHandshakeLimiter(
+  options: HandshakeLimiterOptions,
+): (ip: string) => HandshakeRefusal | null {
+  const { perSecond, totalPerSecond = Infinity, maxSources = 65_536, now } = options;
   if (!Number.isFinite(perSecond) || perSecond <= 0) {
     throw new RangeError(
       `Cannot create handshake limiter as 'perSecond' must be a positive number: current value is ${perSecond}`,
     );
   }
-  const buckets = new Map<string, { tokens: number; at: number }>();
+  const total = Number.isFinite(totalPerSecond)
+    ? createTokenBucket({ perSecond: totalPerSecond, now })
+    : () => true;
+  const sources = new Map<string, () => boolean>();
   return (ip) => {
-    const t = now();
-    let bucket = buckets.get(ip);
-    if (bucket === undefined) {
-      bucket = { tokens: perSecond, at: t };
-      if (buckets.size >= maxSources) buckets.delete(buckets.keys().next().value!);
+    let take = sources.get(ip);
+    if (take === undefined) {
+      take = createTokenBucket({ perSecond, now });
+      if (sources.size >= maxSources) sources.delete(sources.keys().next().value!);
     } else {
-      buckets.delete(ip); // re-inserted below: Map order is then least recently seen first
-      bucket.tokens = Math.min(perSecond, bucket.tokens + ((t - bucket.at) / 1000) * perSecond);
-      bucket.at = t;
+      sources.delete(ip); // re-inserted below: Map order is then least recently seen first
     }
-    buckets.set(ip, bucket);
-    if (bucket.tokens < 1) return false;
-    bucket.tokens -= 1;
-    return true;
+    sources.set(ip, take);
+    if (!take()) return "source";
+    return total() ? null : "total";
   };
 }

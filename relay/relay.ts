@@ -130,6 +130,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   let draining = false;
   const admitHandshake = createHandshakeLimiter({
     perSecond: config.limits.handshakes_per_second_per_ip,
+    totalPerSecond: config.limits.handshakes_per_second,
   });
   const auth = createPeerAuth(config.auth, config.tokens);
 
@@ -142,7 +143,11 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     // Token-only peers present no certificate, so the TLS layer must not ask for one.
     verifyPeer: config.auth !== "token",
     datagramQueue: config.limits.datagram_queue,
-    admit: (peer) => admitHandshake(peer.host),
+    admit: (peer) => {
+      const refusal = admitHandshake(peer.host);
+      if (refusal !== null) metrics.limitHits.inc({ limit: `handshakes_per_second_${refusal}` });
+      return refusal === null;
+    },
     onConnection: accept,
   });
   const metrics = deps.metrics({

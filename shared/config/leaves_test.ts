@@ -28,6 +28,7 @@ Deno.test("configLeaves()", async (t) => {
         "number",
         false,
       ],
+      ["limits.handshakes_per_second", "ZTNA_LIMITS_HANDSHAKES_PER_SECOND", "number", false],
       ["limits.max_frame_bytes", "ZTNA_LIMITS_MAX_FRAME_BYTES", "number", false],
       [
         "limits.connections_per_identity",

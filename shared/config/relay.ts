@@ -59,6 +59,7 @@ export const relayConfigSchema = z.object({
     max_connections: count.prefault(10_000),
     flows_per_connection: count.prefault(1024),
     handshakes_per_second_per_ip: count.prefault(200),
+    handshakes_per_second: count.prefault(1000),
     max_frame_bytes: count.prefault(65_536),
     /** Live authenticated connections one identity may hold; more are closed with LIMIT. */
     connections_per_identity: count.prefault(64),

@@ -21,6 +21,7 @@ Deno.test("relayConfigSchema", async (t) => {
         max_connections: 10000,
         flows_per_connection: 1024,
         handshakes_per_second_per_ip: 200,
+        handshakes_per_second: 1000,
         max_frame_bytes: 65536,
         connections_per_identity: 64,
         control_frames_per_second: 200,
