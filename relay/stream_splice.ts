@@ -119,7 +119,7 @@ export function spliceStreams(options: SpliceOptions): Splice {
   function pump(d: Direction): void {
     if (ended || d.finished) return;
     if (d.pending !== null) {
-      const written = write(d.to, d.pending, false);
+      const written = write(d.to, d.pending, d.pendingFin);
       if (written < 0) return gone();
       onBytes?.(d.toB, written);
       if (written < d.pending.length) {
@@ -127,14 +127,12 @@ export function spliceStreams(options: SpliceOptions): Splice {
         return;
       }
       d.pending = null;
+      if (d.pendingFin) return finish(d);
     }
     for (;;) {
       if (d.pendingFin) {
         if (write(d.to, EMPTY, true) < 0) return gone();
-        d.pendingFin = false;
-        d.finished = true;
-        if (aToB.finished && bToA.finished) end("complete");
-        return;
+        return finish(d);
       }
       const result = d.from.conn.streamRead(d.from.streamId, d.buffer);
       if (result === null) return;
@@ -146,17 +144,27 @@ export function spliceStreams(options: SpliceOptions): Splice {
       d.pendingFin = result.fin;
       if (result.bytes > 0) {
         const chunk = d.buffer.subarray(0, result.bytes);
-        const written = write(d.to, chunk, false);
+        // The FIN rides with the data: quiche 0.18 may never resend a FIN sent alone once
+        // the stream's other direction is done too (see `pumpUp` in shared/tcp_pipe.ts).
+        const written = write(d.to, chunk, result.fin);
         if (written < 0) return gone();
         onBytes?.(d.toB, written);
         if (written < chunk.length) {
           d.pending = chunk.subarray(written);
           return;
         }
+        if (result.fin) return finish(d);
       } else if (!result.fin) {
         return;
       }
     }
+  }
+
+  /** `d` wrote its FIN: the splice is complete once both directions have. */
+  function finish(d: Direction): void {
+    d.pendingFin = false;
+    d.finished = true;
+    if (aToB.finished && bToA.finished) end("complete");
   }
 
   function gone(): void {

@@ -66,7 +66,19 @@ export interface TcpPipe {
   readonly ended: boolean;
 }
 
-const EMPTY = new Uint8Array(0);
+/** How long a byte held back to carry the FIN waits for the socket's EOF (see `pumpUp`). */
+const FIN_CARRIER_HOLD_MS = 100;
+
+/** True when `promise` settles (either way) within `ms`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<false>((resolve) => timer = setTimeout(resolve, ms, false));
+  try {
+    return await Promise.race([promise.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /**
  * Starts pumping between `socket` and stream `streamId` of `conn`.
@@ -136,25 +148,49 @@ export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
     }
   }
 
+  /**
+   * Socket → stream. Once the stream's far side has finished (its FIN is read), quiche 0.18
+   * counts our side complete as soon as our data is acked, without waiting for the ack of a
+   * FIN sent alone; the stream is then collected and a lost FIN-only packet is never sent
+   * again, so the far end waits forever. From then on the last byte of each read is held
+   * back (at most {@linkcode FIN_CARRIER_HOLD_MS}) so that an EOF can ride on it as data.
+   */
   async function pumpUp(): Promise<void> {
     if (options.prefix !== undefined && !await writeStream(options.prefix, false)) {
       return fail("stream_reset");
     }
+    /** `upBuffer[0]` is a byte not yet written, kept to carry the FIN. */
+    let held = false;
     for (;;) {
+      const start = held ? 1 : 0;
       let n: number | null;
       try {
-        n = await socket.read(upBuffer);
+        const reading = socket.read(upBuffer.subarray(start));
+        if (held && !await settlesWithin(reading, FIN_CARRIER_HOLD_MS)) {
+          // The socket stays quiet: the byte goes alone, not delayed any longer.
+          if (!await writeStream(upBuffer.subarray(0, 1), false)) return fail("stream_reset");
+          toStream += 1;
+          held = false;
+        }
+        n = await reading;
       } catch {
         return fail("socket_error");
       }
       if (ended) return;
+      const from = held ? 0 : start;
       if (n === null) {
-        if (!await writeStream(EMPTY, true)) return fail("stream_reset");
+        if (!await writeStream(upBuffer.subarray(from, start), true)) return fail("stream_reset");
+        toStream += start - from;
         upFinished = true;
         return maybeComplete();
       }
-      if (!await writeStream(upBuffer.subarray(0, n), false)) return fail("stream_reset");
-      toStream += n;
+      held = downFinished;
+      const to = start + n - (held ? 1 : 0);
+      if (to > from && !await writeStream(upBuffer.subarray(from, to), false)) {
+        return fail("stream_reset");
+      }
+      toStream += to - from;
+      if (held) upBuffer[0] = upBuffer[to];
     }
   }
 
