@@ -3,19 +3,14 @@
  *
  * @module
  */
+import { createEdgeMetrics, type EdgeMetrics } from "../shared/ops/edge_metrics.ts";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 
 /** Every metric the agent updates. */
-export interface AgentMetrics {
+export interface AgentMetrics extends EdgeMetrics {
   relayConnected: Gauge;
-  reconnects: Counter;
   servicesDown: Gauge;
-  flowsActive: Gauge<"protocol">;
-  flowsOpened: Counter<"protocol">;
   flowRefusals: Counter<"reason">;
-  datagrams: Counter<"direction">;
-  bytes: Counter<"direction">;
-  drops: Counter<"reason">;
   flowSetup: Histogram;
 }
 
@@ -24,14 +19,10 @@ export function createAgentMetrics(registry: Registry): AgentMetrics {
   const registers = [registry];
   const p = "ztna_agent_";
   return {
+    ...createEdgeMetrics(registry, p, "to_relay, from_relay"),
     relayConnected: new Gauge({
       name: `${p}relay_connected`,
       help: "1 while the agent holds an authenticated session with a relay.",
-      registers,
-    }),
-    reconnects: new Counter({
-      name: `${p}reconnects_total`,
-      help: "Dials to a relay after the first one (reconnections and failovers).",
       registers,
     }),
     servicesDown: new Gauge({
@@ -39,39 +30,9 @@ export function createAgentMetrics(registry: Registry): AgentMetrics {
       help: "Services the relay announced as down (no connector); new flows to them fail fast.",
       registers,
     }),
-    flowsActive: new Gauge({
-      name: `${p}flows_active`,
-      help: "Open flows, by protocol.",
-      labelNames: ["protocol"],
-      registers,
-    }),
-    flowsOpened: new Counter({
-      name: `${p}flows_opened_total`,
-      help: "Flows opened through the relay, by protocol.",
-      labelNames: ["protocol"],
-      registers,
-    }),
     flowRefusals: new Counter({
       name: `${p}flow_refusals_total`,
       help: "Flow open requests the relay refused, by reason.",
-      labelNames: ["reason"],
-      registers,
-    }),
-    datagrams: new Counter({
-      name: `${p}datagrams_total`,
-      help: "UDP payloads forwarded, by direction (to_relay, from_relay).",
-      labelNames: ["direction"],
-      registers,
-    }),
-    bytes: new Counter({
-      name: `${p}bytes_total`,
-      help: "UDP payload bytes forwarded, by direction.",
-      labelNames: ["direction"],
-      registers,
-    }),
-    drops: new Counter({
-      name: `${p}drops_total`,
-      help: "Payloads dropped, by reason.",
       labelNames: ["reason"],
       registers,
     }),

@@ -4,19 +4,14 @@
  *
  * @module
  */
+import { createEdgeMetrics, type EdgeMetrics } from "../shared/ops/edge_metrics.ts";
 import { Counter, Gauge, type Registry } from "prom-client";
 
 /** Every metric the connector updates. */
-export interface ConnectorMetrics {
+export interface ConnectorMetrics extends EdgeMetrics {
   relayConnectionsActive: Gauge;
-  reconnects: Counter;
   registrations: Counter<"result">;
-  flowsActive: Gauge<"protocol">;
-  flowsOpened: Counter<"protocol">;
-  datagrams: Counter<"direction">;
-  bytes: Counter<"direction">;
   sourceValidationRejects: Counter<"service">;
-  drops: Counter<"reason">;
   backendErrors: Counter<"reason">;
   circuitState: Gauge<"service">;
 }
@@ -26,14 +21,10 @@ export function createConnectorMetrics(registry: Registry): ConnectorMetrics {
   const registers = [registry];
   const p = "ztna_connector_";
   return {
+    ...createEdgeMetrics(registry, p, "to_backend, from_backend"),
     relayConnectionsActive: new Gauge({
       name: `${p}relay_connections_active`,
       help: "Relays this connector holds an authenticated session with.",
-      registers,
-    }),
-    reconnects: new Counter({
-      name: `${p}reconnects_total`,
-      help: "Dials to a relay after the first one (reconnections).",
       registers,
     }),
     registrations: new Counter({
@@ -42,40 +33,10 @@ export function createConnectorMetrics(registry: Registry): ConnectorMetrics {
       labelNames: ["result"],
       registers,
     }),
-    flowsActive: new Gauge({
-      name: `${p}flows_active`,
-      help: "Open flows to backends, by protocol.",
-      labelNames: ["protocol"],
-      registers,
-    }),
-    flowsOpened: new Counter({
-      name: `${p}flows_opened_total`,
-      help: "Flows opened to backends, by protocol.",
-      labelNames: ["protocol"],
-      registers,
-    }),
-    datagrams: new Counter({
-      name: `${p}datagrams_total`,
-      help: "UDP payloads forwarded, by direction (to_backend, from_backend).",
-      labelNames: ["direction"],
-      registers,
-    }),
-    bytes: new Counter({
-      name: `${p}bytes_total`,
-      help: "UDP payload bytes forwarded, by direction.",
-      labelNames: ["direction"],
-      registers,
-    }),
     sourceValidationRejects: new Counter({
       name: `${p}source_validation_rejects_total`,
       help: "Datagrams on a backend socket from an address other than the service's, dropped.",
       labelNames: ["service"],
-      registers,
-    }),
-    drops: new Counter({
-      name: `${p}drops_total`,
-      help: "Payloads dropped, by reason.",
-      labelNames: ["reason"],
       registers,
     }),
     backendErrors: new Counter({

@@ -1,0 +1,67 @@
+/**
+ * The metrics the two edges of the tunnel (connector and agent) share: reconnects, flows,
+ * payloads and drops. Each component adds its own beside them.
+ *
+ * @module
+ */
+import { Counter, Gauge, type Registry } from "prom-client";
+
+/** Metrics common to the connector and the agent. */
+export interface EdgeMetrics {
+  reconnects: Counter;
+  flowsActive: Gauge<"protocol">;
+  flowsOpened: Counter<"protocol">;
+  datagrams: Counter<"direction">;
+  bytes: Counter<"direction">;
+  drops: Counter<"reason">;
+}
+
+/**
+ * Registers `<prefix>reconnects_total`, `<prefix>flows_active`, `<prefix>flows_opened_total`,
+ * `<prefix>datagrams_total`, `<prefix>bytes_total` and `<prefix>drops_total` on `registry`;
+ * `directions` names the two values of the `direction` label, for the help text.
+ */
+export function createEdgeMetrics(
+  registry: Registry,
+  prefix: "ztna_connector_" | "ztna_agent_",
+  directions: string,
+): EdgeMetrics {
+  const registers = [registry];
+  return {
+    reconnects: new Counter({
+      name: `${prefix}reconnects_total`,
+      help: "Dials to a relay after the first one (reconnections and failovers).",
+      registers,
+    }),
+    flowsActive: new Gauge({
+      name: `${prefix}flows_active`,
+      help: "Open flows, by protocol.",
+      labelNames: ["protocol"],
+      registers,
+    }),
+    flowsOpened: new Counter({
+      name: `${prefix}flows_opened_total`,
+      help: "Flows opened, by protocol.",
+      labelNames: ["protocol"],
+      registers,
+    }),
+    datagrams: new Counter({
+      name: `${prefix}datagrams_total`,
+      help: `UDP payloads forwarded, by direction (${directions}).`,
+      labelNames: ["direction"],
+      registers,
+    }),
+    bytes: new Counter({
+      name: `${prefix}bytes_total`,
+      help: "UDP payload bytes forwarded, by direction.",
+      labelNames: ["direction"],
+      registers,
+    }),
+    drops: new Counter({
+      name: `${prefix}drops_total`,
+      help: "Payloads dropped, by reason.",
+      labelNames: ["reason"],
+      registers,
+    }),
+  };
+}
