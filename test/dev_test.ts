@@ -46,8 +46,10 @@ Deno.test("deno task dev: starts the demo, and the printed agent command works w
       agentCommand,
       /^npx -y deno@2\.9\.6 task agent --config \.state\/dev\/agent\.json$/,
     );
-    agent = new Deno.Command("sh", {
-      args: ["-c", agentCommand],
+    // Its own process group (setsid): the pasted command is npx → deno task → launcher →
+    // agent, and the whole group must stop with the test.
+    agent = new Deno.Command("setsid", {
+      args: ["sh", "-c", agentCommand],
       cwd: PROJECT_ROOT,
       stdout: "piped",
       stderr: "null",
@@ -61,7 +63,7 @@ Deno.test("deno task dev: starts the demo, and the printed agent command works w
     assert.match(probe.out, /reply from 127\.0\.0\.1:\d+ in [\d.]+ ms: hello/);
   } finally {
     if (agent) {
-      agent.kill("SIGTERM");
+      await new Deno.Command("kill", { args: ["-TERM", "--", `-${agent.pid}`] }).output();
       await agent.status;
       await agent.stdout.cancel().catch(() => {});
     }
