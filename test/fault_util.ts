@@ -18,7 +18,7 @@ import {
   startEchoService,
 } from "./harness.ts";
 import { type Impairment, type ImpairProxy, startImpairProxy } from "./impair_proxy.ts";
-import { writeAll } from "./tcp_util.ts";
+import { startTcpServer, writeAll } from "./tcp_util.ts";
 
 /** A TCP server answering `<bytes> <sha256>\n` once the client half-closes. */
 export interface TcpSink {
@@ -28,9 +28,7 @@ export interface TcpSink {
 
 /** Starts a loopback TCP sink that hashes everything it reads. */
 export function startTcpSink(): TcpSink {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Promise<void>>();
-  const handle = async (conn: Deno.Conn) => {
+  return startTcpServer(async (conn) => {
     const hash = createHash("sha256");
     const buffer = new Uint8Array(65_536);
     let total = 0;
@@ -41,28 +39,7 @@ export function startTcpSink(): TcpSink {
       total += n;
     }
     await writeAll(conn, new TextEncoder().encode(`${total} ${hash.digest("hex")}\n`));
-  };
-  const loop = (async () => {
-    for await (const conn of listener) {
-      const done: Promise<void> = handle(conn).catch(() => {}).finally(() => {
-        try {
-          conn.close();
-        } catch {
-          // Already closed.
-        }
-        conns.delete(done);
-      });
-      conns.add(done);
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    async close() {
-      listener.close();
-      await loop.catch(() => {});
-      await Promise.allSettled([...conns]);
-    },
-  };
+  });
 }
 
 /** Options for {@linkcode startFaultTunnel}. */

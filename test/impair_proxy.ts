@@ -10,6 +10,9 @@
  *
  * @module
  */
+import { seededRandom } from "../shared/protocol/_test_utils.ts";
+
+export { seededRandom };
 
 /** How one direction of the path misbehaves. Rates are probabilities in [0, 1]. */
 export interface Impairment {
@@ -60,18 +63,6 @@ export interface DatagramPlan {
   duplicated: boolean;
   reordered: boolean;
   corrupted: boolean;
-}
-
-/** A seeded pseudo-random generator (mulberry32): deterministic per seed, in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Throws a RangeError unless every rate is in [0, 1] and every time is non-negative. */

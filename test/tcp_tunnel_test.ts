@@ -8,6 +8,7 @@ import {
   patternSha256,
   readAll,
   sampleRss,
+  startTcpServer,
   startTcpTunnel,
   withTimeout,
   writeAll,
@@ -32,33 +33,6 @@ function startHttpBackend(): Deno.HttpServer<Deno.NetAddr> {
       { headers: { "content-length": String(100 * MiB) } },
     );
   });
-}
-
-/** Raw TCP server; each connection is handled by `handle` and closed after it. */
-function startTcpServer(handle: (conn: Deno.TcpConn) => Promise<void>) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Promise<void>>();
-  const loop = (async () => {
-    for await (const conn of listener) {
-      const done = handle(conn).catch(() => {}).finally(() => {
-        try {
-          conn.close();
-        } catch {
-          // Closed by the handler.
-        }
-        conns.delete(done);
-      });
-      conns.add(done);
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    async close() {
-      listener.close();
-      await loop.catch(() => {});
-      await Promise.allSettled([...conns]);
-    },
-  };
 }
 
 /** Echo: every byte back, then a FIN after the client's FIN. */

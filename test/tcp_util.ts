@@ -208,3 +208,32 @@ export function sampleRss(
 
 /** Megabytes with one decimal, for test output. */
 export const mib = (bytes: number): string => `${(bytes / 1048576).toFixed(1)} MiB`;
+
+/** Raw TCP server; each connection is handled by `handle` and closed after it. */
+export function startTcpServer(
+  handle: (conn: Deno.TcpConn) => Promise<void>,
+): { port: number; close(): Promise<void> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Promise<void>>();
+  const loop = (async () => {
+    for await (const conn of listener) {
+      const done = handle(conn).catch(() => {}).finally(() => {
+        try {
+          conn.close();
+        } catch {
+          // Closed by the handler.
+        }
+        conns.delete(done);
+      });
+      conns.add(done);
+    }
+  })();
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    async close() {
+      listener.close();
+      await loop.catch(() => {});
+      await Promise.allSettled([...conns]);
+    },
+  };
+}

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { seededRandom } from "../protocol/_test_utils.ts";
 import { parseRequestHead, type ParseRequestHeadResult } from "./http_request.ts";
 
 const encoder = new TextEncoder();
@@ -109,16 +110,6 @@ Deno.test("parseRequestHead() validates its options", () => {
   assert.throws(() => parseRequestHead(new Uint8Array(), { maxHeadBytes: 0 }), RangeError);
   assert.throws(() => parseRequestHead(new Uint8Array(), { maxHeaderCount: 1.5 }), RangeError);
 });
-
-// mulberry32: a tiny seeded generator, so a failing case reproduces from its seed.
-function seededRandom(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 Deno.test("parseRequestHead() never throws on random and mutated input (seeded fuzz)", () => {
   const random = seededRandom(0x5eed);
