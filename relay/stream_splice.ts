@@ -145,7 +145,8 @@ export function spliceStreams(options: SpliceOptions): Splice {
       if (result.bytes > 0) {
         const chunk = d.buffer.subarray(0, result.bytes);
         // The FIN rides with the data: quiche 0.18 may never resend a FIN sent alone once
-        // the stream's other direction is done too (see `pumpUp` in shared/tcp_pipe.ts).
+        // the stream's other direction is done too (see shared/tcp_pipe.ts). The ends send
+        // it with the bytes of an end chunk, so it arrives here with data as well.
         const written = write(d.to, chunk, result.fin);
         if (written < 0) return gone();
         onBytes?.(d.toB, written);

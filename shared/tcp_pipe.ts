@@ -7,9 +7,11 @@
  * chunk (so QUIC flow control slows a fast remote sender). Memory per flow is two buffers,
  * whatever the rates.
  *
- * A FIN becomes a TCP half-close and a TCP EOF becomes a FIN. A stream reset, or a socket
- * error (RST), ends the flow at once: the stream is reset with `StreamCode.TCP_RESET` and the
- * socket closed.
+ * On the stream the bytes travel as length-prefixed chunks (see {@linkcode pipeStreamSocket}).
+ * The end of the data (end chunk and FIN) becomes a TCP half-close and a TCP EOF becomes the
+ * end of the data. A stream reset, or a socket error (RST), ends the flow at once: the stream
+ * is reset with `StreamCode.TCP_RESET` and the socket closed. Broken framing resets the stream
+ * with `StreamCode.PROTOCOL_VIOLATION`.
  *
  * @module
  */
@@ -24,6 +26,8 @@ export type PipeEndReason =
   | "stream_reset"
   /** The TCP socket failed (reset by its peer). */
   | "socket_error"
+  /** The stream's chunk framing was broken; the stream was reset. */
+  | "protocol_violation"
   /** {@linkcode TcpPipe.abort} was called. */
   | "aborted";
 
@@ -42,7 +46,8 @@ export interface TcpPipeOptions {
   streamId: number;
   socket: Deno.TcpConn;
   /**
-   * Size of each direction's buffer: the most one direction holds in memory.
+   * Size of each direction's buffer (chunk header included): the most one direction
+   * holds in memory. At most 65,537.
    * @default {32768}
    */
   bufferBytes?: number;
@@ -66,22 +71,20 @@ export interface TcpPipe {
   readonly ended: boolean;
 }
 
-/** How long a byte held back to carry the FIN waits for the socket's EOF (see `pumpUp`). */
-const FIN_CARRIER_HOLD_MS = 100;
-
-/** True when `promise` settles (either way) within `ms`. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) => timer = setTimeout(resolve, ms, false));
-  try {
-    return await Promise.race([promise.then(() => true, () => true), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+/** Length of a chunk header: the payload length as a big-endian u16. */
+const CHUNK_HEADER_BYTES = 2;
+/** The end-of-data chunk (length 0), written together with the stream's FIN. */
+const END_CHUNK = new Uint8Array(CHUNK_HEADER_BYTES);
 
 /**
  * Starts pumping between `socket` and stream `streamId` of `conn`.
+ *
+ * After the stream header, each direction of the stream carries chunks: `u16 length |
+ * payload`, and a zero-length chunk sent together with the FIN marks the end of the data.
+ * The marker exists because quiche 0.18 counts a stream's send side complete once its data
+ * is acked, even when a FIN sent in a frame of its own is still unacknowledged: when the
+ * other direction is finished as well the stream is collected and a lost lone FIN is never
+ * sent again. A FIN that always rides on marker bytes is retransmitted with them.
  *
  * @example
  * ```ts ignore
@@ -93,13 +96,22 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
  */
 export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
   const { conn, streamId, socket, bufferBytes = 32_768, onEnd } = options;
-  if (!Number.isInteger(bufferBytes) || bufferBytes < 1) {
+  if (
+    !Number.isInteger(bufferBytes) || bufferBytes <= CHUNK_HEADER_BYTES ||
+    bufferBytes > CHUNK_HEADER_BYTES + 0xffff
+  ) {
     throw new RangeError(
-      `Cannot pipe a stream as 'bufferBytes' must be a positive integer: current value is ${bufferBytes}`,
+      `Cannot pipe a stream as 'bufferBytes' must be an integer in 3..65537: current value is ${bufferBytes}`,
     );
   }
   const upBuffer = new Uint8Array(bufferBytes);
   const downBuffer = new Uint8Array(bufferBytes);
+  const chunkHeader = new Uint8Array(CHUNK_HEADER_BYTES);
+  let chunkHeaderFilled = 0;
+  /** Payload bytes of the current incoming chunk not read yet. */
+  let chunkLeft = 0;
+  /** The end chunk arrived; only the FIN may follow. */
+  let endChunkRead = false;
   let toStream = 0;
   let toSocket = 0;
   let upFinished = false;
@@ -120,9 +132,9 @@ export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
     onEnd({ reason, toStream, toSocket });
   }
 
-  function fail(reason: PipeEndReason): void {
+  function fail(reason: PipeEndReason, code: number = StreamCode.TCP_RESET): void {
     if (ended) return;
-    conn.streamReset(streamId, StreamCode.TCP_RESET);
+    conn.streamReset(streamId, code);
     end(reason);
   }
 
@@ -148,73 +160,97 @@ export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
     }
   }
 
-  /**
-   * Socket → stream. Once the stream's far side has finished (its FIN is read), quiche 0.18
-   * counts our side complete as soon as our data is acked, without waiting for the ack of a
-   * FIN sent alone; the stream is then collected and a lost FIN-only packet is never sent
-   * again, so the far end waits forever. From then on the last byte of each read is held
-   * back (at most {@linkcode FIN_CARRIER_HOLD_MS}) so that an EOF can ride on it as data.
-   */
+  /** Socket → stream: each read goes out as one chunk; EOF as the end chunk with the FIN. */
   async function pumpUp(): Promise<void> {
     if (options.prefix !== undefined && !await writeStream(options.prefix, false)) {
       return fail("stream_reset");
     }
-    /** `upBuffer[0]` is a byte not yet written, kept to carry the FIN. */
-    let held = false;
+    const payload = upBuffer.subarray(CHUNK_HEADER_BYTES);
     for (;;) {
-      const start = held ? 1 : 0;
       let n: number | null;
       try {
-        const reading = socket.read(upBuffer.subarray(start));
-        if (held && !await settlesWithin(reading, FIN_CARRIER_HOLD_MS)) {
-          // The socket stays quiet: the byte goes alone, not delayed any longer.
-          if (!await writeStream(upBuffer.subarray(0, 1), false)) return fail("stream_reset");
-          toStream += 1;
-          held = false;
-        }
-        n = await reading;
+        n = await socket.read(payload);
       } catch {
         return fail("socket_error");
       }
       if (ended) return;
-      const from = held ? 0 : start;
       if (n === null) {
-        if (!await writeStream(upBuffer.subarray(from, start), true)) return fail("stream_reset");
-        toStream += start - from;
+        if (!await writeStream(END_CHUNK, true)) return fail("stream_reset");
         upFinished = true;
         return maybeComplete();
       }
-      held = downFinished;
-      const to = start + n - (held ? 1 : 0);
-      if (to > from && !await writeStream(upBuffer.subarray(from, to), false)) {
+      upBuffer[0] = n >> 8;
+      upBuffer[1] = n & 0xff;
+      if (!await writeStream(upBuffer.subarray(0, CHUNK_HEADER_BYTES + n), false)) {
         return fail("stream_reset");
       }
-      toStream += to - from;
-      if (held) upBuffer[0] = upBuffer[to];
+      toStream += n;
     }
+  }
+
+  /**
+   * Reads the next piece of the chunk stream: a header (or its rest) or payload, never past
+   * the current chunk, so what the socket cannot take yet stays in quiche. Returns the
+   * payload bytes in `downBuffer` (0 for a header), null when nothing is readable, or
+   * "end" once the data is complete.
+   */
+  function readChunked(): number | null | "end" | "reset" | "malformed" {
+    if (chunkLeft > 0) {
+      const result = conn.streamRead(
+        streamId,
+        downBuffer.subarray(0, Math.min(chunkLeft, downBuffer.length)),
+      );
+      if (result === null) return null;
+      if (result.resetCode !== undefined) return "reset";
+      chunkLeft -= result.bytes;
+      // A FIN inside a chunk means the data was cut short.
+      if (result.fin && chunkLeft > 0) return "malformed";
+      return result.bytes;
+    }
+    const result = conn.streamRead(
+      streamId,
+      endChunkRead ? downBuffer.subarray(0, 1) : chunkHeader.subarray(chunkHeaderFilled),
+    );
+    if (result === null) return null;
+    if (result.resetCode !== undefined) return "reset";
+    if (endChunkRead) return result.bytes > 0 ? "malformed" : result.fin ? "end" : null;
+    chunkHeaderFilled += result.bytes;
+    if (chunkHeaderFilled < CHUNK_HEADER_BYTES) {
+      // A FIN between chunks without the end chunk is still a clean end of the data.
+      if (result.fin) return chunkHeaderFilled === 0 ? "end" : "malformed";
+      return result.bytes === 0 ? null : 0;
+    }
+    chunkHeaderFilled = 0;
+    chunkLeft = (chunkHeader[0] << 8) | chunkHeader[1];
+    if (chunkLeft === 0) {
+      endChunkRead = true;
+      return result.fin ? "end" : 0;
+    }
+    return result.fin ? "malformed" : 0;
   }
 
   async function pumpDown(): Promise<void> {
     downBusy = true;
     try {
       while (!ended && !downFinished) {
-        const result = conn.streamRead(streamId, downBuffer);
+        const result = readChunked();
         if (result === null) return;
-        if (result.resetCode !== undefined) return fail("stream_reset");
-        let chunk = downBuffer.subarray(0, result.bytes);
-        while (chunk.length > 0) {
-          const written = await socket.write(chunk);
-          chunk = chunk.subarray(written);
+        if (result === "reset") return fail("stream_reset");
+        if (result === "malformed") {
+          return fail("protocol_violation", StreamCode.PROTOCOL_VIOLATION);
         }
-        toSocket += result.bytes;
-        if (ended) return;
-        if (result.fin) {
+        if (result === "end") {
           // Half-close: the local peer sees EOF and may still send.
           await socket.closeWrite();
           downFinished = true;
           return maybeComplete();
         }
-        if (result.bytes === 0) return;
+        let chunk = downBuffer.subarray(0, result);
+        while (chunk.length > 0) {
+          const written = await socket.write(chunk);
+          chunk = chunk.subarray(written);
+        }
+        toSocket += result;
       }
     } catch {
       fail("socket_error");

@@ -2,7 +2,8 @@
  * The header at the start of every TCP-flow stream: `u16 big-endian length + UTF-8 JSON
  * object`, validated with zod. The opener of a stream sends `open`; the other side answers
  * with `opened` or `refused` before any payload byte flows back. After the header the stream
- * carries the raw TCP byte stream.
+ * carries the TCP byte stream as `u16 length | payload` chunks, ended by a zero-length chunk
+ * sent with the FIN (`shared/tcp_pipe.ts`).
  *
  * The decoder never asks for more bytes than the header still needs, so a reader can pull
  * exactly the header off a stream and leave the payload behind it unread (and so under
