@@ -175,7 +175,11 @@ export function spliceStreams(options: SpliceOptions): Splice {
 
   return {
     readable(side) {
-      pump(side === "a" ? aToB : bToA);
+      const d = side === "a" ? aToB : bToA;
+      // While the destination holds a pending chunk, only its `writable` event can help:
+      // retrying the write on every packet that makes the source readable costs a native
+      // call per blocked flow per packet.
+      if (d.pending === null) pump(d);
     },
     writable(side) {
       pump(side === "a" ? bToA : aToB);

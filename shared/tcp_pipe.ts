@@ -118,7 +118,10 @@ export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
   let downFinished = false;
   let downBusy = false;
   let ended = false;
-  let wakeUp: (() => void) | null = null;
+  /** The part of a chunk the stream has not accepted yet, and the FIN that goes with it. */
+  let pendingWrite: Uint8Array | null = null;
+  let pendingFin = false;
+  let settleWrite: ((ok: boolean) => void) | null = null;
 
   function end(reason: PipeEndReason): void {
     if (ended) return;
@@ -128,7 +131,7 @@ export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
     } catch {
       // Already closed.
     }
-    wakeUp?.();
+    settle(false);
     onEnd({ reason, toStream, toSocket });
   }
 
@@ -142,22 +145,44 @@ export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
     if (upFinished && downFinished) end("complete");
   }
 
-  /** Writes all of `chunk` (waiting for capacity); false when the stream is gone. */
-  async function writeStream(chunk: Uint8Array, fin: boolean): Promise<boolean> {
-    for (;;) {
-      let written: number;
-      try {
-        written = conn.streamWrite(streamId, chunk, fin);
-      } catch {
-        // The peer stopped (or reset) the stream.
-        return false;
-      }
-      if (written === chunk.length) return true;
-      chunk = chunk.subarray(written);
-      await new Promise<void>((resolve) => wakeUp = resolve);
-      wakeUp = null;
-      if (ended || conn.closed) return false;
+  /**
+   * Writes all of `chunk`: true (synchronously) when the stream took it at once, otherwise
+   * a promise settled by {@linkcode TcpPipe.writable} once the rest is written, false when
+   * the stream is gone. The rest is written inside the `writable` callback itself, so the
+   * connection sees the capacity used before it wakes the next blocked stream.
+   */
+  function writeStream(chunk: Uint8Array, fin: boolean): boolean | Promise<boolean> {
+    let written: number;
+    try {
+      written = conn.streamWrite(streamId, chunk, fin);
+    } catch {
+      // The peer stopped (or reset) the stream.
+      return false;
     }
+    if (written === chunk.length) return true;
+    pendingWrite = chunk.subarray(written);
+    pendingFin = fin;
+    return new Promise<boolean>((resolve) => settleWrite = resolve);
+  }
+
+  function continueWrite(): void {
+    if (pendingWrite === null) return;
+    if (ended || conn.closed) return settle(false);
+    let written: number;
+    try {
+      written = conn.streamWrite(streamId, pendingWrite, pendingFin);
+    } catch {
+      return settle(false);
+    }
+    if (written === pendingWrite.length) settle(true);
+    else pendingWrite = pendingWrite.subarray(written);
+  }
+
+  function settle(ok: boolean): void {
+    const resolve = settleWrite;
+    pendingWrite = null;
+    settleWrite = null;
+    resolve?.(ok);
   }
 
   /** Socket → stream: each read goes out as one chunk; EOF as the end chunk with the FIN. */
@@ -273,7 +298,7 @@ export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
       if (!ended && !downBusy) pumpDown();
     },
     writable() {
-      wakeUp?.();
+      continueWrite();
     },
     abort(code = StreamCode.GOING_AWAY) {
       if (ended) return;

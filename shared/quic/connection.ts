@@ -138,8 +138,16 @@ export interface ConnectionState {
   ackTimer: ReturnType<typeof setTimeout> | undefined;
   /** `flushConnection(state)` bound once, so scheduling a flush allocates no closure. */
   flushNow: () => void;
-  /** Streams waiting for capacity after a short write. */
+  /** Streams waiting for capacity after a short write, longest waiting first. */
   blocked: Set<number>;
+  /** Pending run of the stream events (see `dispatchStreamEvents`), or undefined. */
+  streamTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When the stream events last ran (`performance.now()`). */
+  streamEventsAt: number;
+  /** Streams that run visited (readable ones and blocked ones checked). */
+  streamEventsVisited: number;
+  /** Runs the stream events from the timer (bound once). */
+  streamEventsNow: () => void;
   /** Called once after `onClosed`, for the endpoint's bookkeeping. */
   onFinished: () => void;
 }
@@ -181,6 +189,14 @@ export function createConnectionState(
       flushConnection(state);
     },
     blocked: new Set(),
+    streamTimer: undefined,
+    streamEventsAt: -Infinity,
+    streamEventsVisited: 0,
+    streamEventsNow: () => {
+      state.streamTimer = undefined;
+      // Readers and writers called here schedule their own flush.
+      if (!state.finished) runStreamEvents(state);
+    },
     onFinished,
   };
   const id = `c${(nextConnectionNumber++).toString(36)}`;
@@ -331,32 +347,96 @@ function dispatchEvents(state: ConnectionState): void {
       state.handlers.onDatagram?.(datagram);
     }
   }
-  if (native.isReadable()) {
-    for (const streamId of native.readable()) state.handlers.onStreamReadable?.(streamId);
-  }
-  if (state.blocked.size > 0) wakeBlockedStreams(state);
+  dispatchStreamEvents(state);
 }
 
 /**
- * Tells blocked writers that their streams have capacity again. Only streams a writer is
- * waiting on are in `blocked` (a full write takes a stream out), so each wake-up is useful.
+ * Streams visited by one run of the stream events above which the next run waits for
+ * {@linkcode STREAM_EVENTS_INTERVAL_MS}. Listing the readable streams costs a native call
+ * per stream, and under load (hundreds of flows, thousands of packets a second, each in its
+ * own event-loop turn) streams whose reader waits for its far side stay readable: listing
+ * them once per packet cost more than moving the data. Data keeps arriving meanwhile under
+ * flow control, so a deferred run reads what several packets brought. Light connections
+ * (a few flows) keep running the events on every packet, without the added latency.
  */
-function wakeBlockedStreams(state: ConnectionState): void {
+const STREAM_EVENTS_BUSY = 32;
+/** Least time between two runs of the stream events on a busy connection. */
+const STREAM_EVENTS_INTERVAL_MS = 1;
+
+/** Runs the stream events now, or schedules them on a busy connection that ran them lately. */
+function dispatchStreamEvents(state: ConnectionState): void {
+  if (state.streamTimer !== undefined) return;
+  const wait = state.streamEventsVisited < STREAM_EVENTS_BUSY
+    ? 0
+    : state.streamEventsAt + STREAM_EVENTS_INTERVAL_MS - performance.now();
+  if (wait <= 0) runStreamEvents(state);
+  else state.streamTimer = setTimeout(state.streamEventsNow, wait);
+}
+
+function runStreamEvents(state: ConnectionState): void {
   const { native } = state;
-  for (const streamId of state.blocked) {
+  state.streamEventsAt = performance.now();
+  let visited = 0;
+  if (native.isReadable()) {
+    for (const streamId of native.readable()) {
+      visited++;
+      state.handlers.onStreamReadable?.(streamId);
+    }
+  }
+  if (state.blocked.size > 0) visited += wakeBlockedStreams(state);
+  state.streamEventsVisited = visited;
+}
+
+/**
+ * Blocked streams found without capacity, in a row, after which a wake-up pass stops: the
+ * connection's own send capacity (congestion window, connection flow control) is most
+ * likely used up, and checking every other blocked stream would cost a native call each.
+ */
+const WAKE_ZERO_RUN = 4;
+
+/**
+ * Tells blocked writers, oldest first, that their streams have capacity again. Writers
+ * write inside `onStreamWritable`, so each check sees the capacity earlier wake-ups used.
+ * A stream without capacity moves to the back, so streams stalled by their own flow
+ * control (a slow reader far away) cannot keep the others behind them waiting; a pass that
+ * stops early schedules a follow-up, so every blocked stream is checked before long even
+ * when no packet arrives.
+ */
+function wakeBlockedStreams(state: ConnectionState): number {
+  const { native, blocked } = state;
+  // Streams re-blocked during the pass join the back of the set; visiting at most the
+  // starting size keeps the pass bounded.
+  const size = blocked.size;
+  let visits = size;
+  let zeroRun = 0;
+  for (const streamId of blocked) {
+    if (visits-- === 0) break;
     let capacity = 0;
     try {
       capacity = native.streamCapacity(streamId);
     } catch {
       // Stream gone (reset or finished): writable callbacks would only fail.
-      state.blocked.delete(streamId);
+      blocked.delete(streamId);
       continue;
     }
     if (capacity > 0) {
-      state.blocked.delete(streamId);
+      zeroRun = 0;
+      blocked.delete(streamId);
       state.handlers.onStreamWritable?.(streamId);
+      continue;
+    }
+    blocked.delete(streamId);
+    blocked.add(streamId);
+    if (++zeroRun === WAKE_ZERO_RUN) {
+      // No packet may come to trigger the next pass.
+      if (visits > 0) {
+        state.streamEventsVisited = STREAM_EVENTS_BUSY;
+        dispatchStreamEvents(state);
+      }
+      return size - visits;
     }
   }
+  return size;
 }
 
 /** Sends everything quiche has queued, re-arms the timer and finishes a closed connection. */
@@ -418,6 +498,8 @@ function finishConnection(state: ConnectionState): void {
   state.timer = undefined;
   if (state.ackTimer !== undefined) clearTimeout(state.ackTimer);
   state.ackTimer = undefined;
+  if (state.streamTimer !== undefined) clearTimeout(state.streamTimer);
+  state.streamTimer = undefined;
   const { native } = state;
   const info: CloseInfo = {
     local: toError(native.localError()),

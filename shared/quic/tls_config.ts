@@ -18,6 +18,14 @@ export interface TlsMaterial {
   ca: Uint8Array;
 }
 
+/**
+ * Flow-control window of one stream: the most a peer can make us hold for one flow (a
+ * relay whose far side is slow keeps that much unread in quiche).
+ */
+export const STREAM_WINDOW = 1024 * 1024;
+/** Flow-control window of a connection: room for 256 flows with full stream windows. */
+export const CONNECTION_WINDOW = 256 * STREAM_WINDOW;
+
 /** Transport settings shared by servers and clients. */
 export interface TransportOptions {
   /**
@@ -86,14 +94,19 @@ export function createQuicConfig(tls: TlsMaterial, options: TransportOptions = {
   config.setMaxIdleTimeout(idleTimeoutMs);
   config.setMaxRecvUdpPayloadSize(65_527);
   config.setMaxSendUdpPayloadSize(maxUdpPayload);
-  config.setInitialMaxData(16 * 1024 * 1024);
-  config.setInitialMaxStreamDataBidiLocal(1024 * 1024);
-  config.setInitialMaxStreamDataBidiRemote(1024 * 1024);
+  // quiche 0.18 does not resend a lost MAX_DATA unless the application has read more since:
+  // a sender blocked on connection credit whose last MAX_DATA was lost waits forever (seen
+  // with 200 busy flows and receive-buffer drops). So the connection window is sized for
+  // stream windows to bind first: CONNECTION_WINDOW / STREAM_WINDOW flows may each fill
+  // their stream window before the connection limit is reached.
+  config.setInitialMaxData(CONNECTION_WINDOW);
+  config.setInitialMaxStreamDataBidiLocal(STREAM_WINDOW);
+  config.setInitialMaxStreamDataBidiRemote(STREAM_WINDOW);
   config.setInitialMaxStreamDataUni(0);
   config.setInitialMaxStreamsBidi(maxStreams);
   config.setInitialMaxStreamsUni(0);
-  config.setMaxStreamWindow(4 * 1024 * 1024);
-  config.setMaxConnectionWindow(32 * 1024 * 1024);
+  config.setMaxStreamWindow(STREAM_WINDOW);
+  config.setMaxConnectionWindow(CONNECTION_WINDOW);
   // Peers never migrate; a connection stays on the address its Retry token validated.
   config.setDisableActiveMigration(true);
   config.enableDgram(true, datagramQueue, datagramQueue);
