@@ -112,6 +112,8 @@ export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
   let chunkLeft = 0;
   /** The end chunk arrived; only the FIN may follow. */
   let endChunkRead = false;
+  /** The FIN arrived with the last chunk's payload (a peer that sent no end chunk). */
+  let finRead = false;
   let toStream = 0;
   let toSocket = 0;
   let upFinished = false;
@@ -228,10 +230,15 @@ export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
       if (result === null) return null;
       if (result.resetCode !== undefined) return "reset";
       chunkLeft -= result.bytes;
-      // A FIN inside a chunk means the data was cut short.
-      if (result.fin && chunkLeft > 0) return "malformed";
+      if (result.fin) {
+        // A FIN inside a chunk means the data was cut short; at its end it ends the data.
+        if (chunkLeft > 0) return "malformed";
+        endChunkRead = true;
+        finRead = true;
+      }
       return result.bytes;
     }
+    if (finRead) return "end";
     const result = conn.streamRead(
       streamId,
       endChunkRead ? downBuffer.subarray(0, 1) : chunkHeader.subarray(chunkHeaderFilled),
