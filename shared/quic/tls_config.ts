@@ -23,8 +23,6 @@ export interface TlsMaterial {
  * relay whose far side is slow keeps that much unread in quiche).
  */
 export const STREAM_WINDOW = 1024 * 1024;
-/** Flow-control window of a connection: room for 256 flows with full stream windows. */
-export const CONNECTION_WINDOW = 256 * STREAM_WINDOW;
 
 /** Transport settings shared by servers and clients. */
 export interface TransportOptions {
@@ -96,17 +94,20 @@ export function createQuicConfig(tls: TlsMaterial, options: TransportOptions = {
   config.setMaxSendUdpPayloadSize(maxUdpPayload);
   // quiche 0.18 does not resend a lost MAX_DATA unless the application has read more since:
   // a sender blocked on connection credit whose last MAX_DATA was lost waits forever (seen
-  // with 200 busy flows and receive-buffer drops). So the connection window is sized for
-  // stream windows to bind first: CONNECTION_WINDOW / STREAM_WINDOW flows may each fill
-  // their stream window before the connection limit is reached.
-  config.setInitialMaxData(CONNECTION_WINDOW);
+  // with 200 busy flows and receive-buffer drops). The connection window is therefore twice
+  // what all open streams can have unread or in flight (quiche re-grants at half a window),
+  // so only stream windows ever block a sender, and their MAX_STREAM_DATA is resent when
+  // lost. What one connection can make us hold is bounded by its open streams instead: the
+  // relay's `limits.flows_per_connection` times STREAM_WINDOW.
+  const connectionWindow = 2 * maxStreams * STREAM_WINDOW;
+  config.setInitialMaxData(connectionWindow);
   config.setInitialMaxStreamDataBidiLocal(STREAM_WINDOW);
   config.setInitialMaxStreamDataBidiRemote(STREAM_WINDOW);
   config.setInitialMaxStreamDataUni(0);
   config.setInitialMaxStreamsBidi(maxStreams);
   config.setInitialMaxStreamsUni(0);
   config.setMaxStreamWindow(STREAM_WINDOW);
-  config.setMaxConnectionWindow(CONNECTION_WINDOW);
+  config.setMaxConnectionWindow(connectionWindow);
   // Peers never migrate; a connection stays on the address its Retry token validated.
   config.setDisableActiveMigration(true);
   config.enableDgram(true, datagramQueue, datagramQueue);
