@@ -627,6 +627,10 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
           }
         }
       }
+      closed += tcp.revoke((agent, service, connector) =>
+        policy.mayOpen(agent.identity, service) &&
+        policy.mayRegister(connector.identity, service)
+      );
       logger.info("policy applied", {
         services: Object.keys(services).length,
         flows_closed: closed,

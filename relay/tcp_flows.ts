@@ -60,6 +60,11 @@ export interface TcpFlows<P extends StreamPeer> {
   connectorWritable(connector: P, streamId: number): void;
   /** The session is gone: every flow through it is reset at its other end. */
   peerClosed(peer: P): void;
+  /**
+   * Resets, at both ends, every opening or open flow that `allowed` now rejects (a policy
+   * reload); returns how many.
+   */
+  revoke(allowed: (agent: P, service: string, connector: P) => boolean): number;
   /** Live TCP flows (opening and open) through `peer`, or through all peers. */
   count(peer?: P): number;
 }
@@ -330,6 +335,31 @@ export function createTcpFlows<P extends StreamPeer>(
         forget(flow);
       }
       byPeer.delete(peer);
+    },
+    revoke(allowed) {
+      let revoked = 0;
+      for (const [peer, flows] of [...byPeer]) {
+        for (const flow of [...flows.values()]) {
+          // A flow is listed under both of its ends: take it once, from the agent's table.
+          if (flow.agent !== peer || (flow.state !== "opening" && flow.state !== "open")) continue;
+          const connector = flow.connector!;
+          if (allowed(flow.agent, flow.service, connector)) continue;
+          revoked++;
+          metrics.flowsClosed.inc({ reason: "policy" });
+          flow.agent.log.info("tcp flow closed: no longer allowed by policy", {
+            service: flow.service,
+            flow: flow.agentStream,
+          });
+          if (flow.splice !== null) {
+            flow.splice.abort(StreamCode.FORBIDDEN); // its end forgets the flow
+          } else {
+            flow.agent.conn.streamReset(flow.agentStream, StreamCode.FORBIDDEN);
+            connector.conn.streamReset(flow.connectorStream, StreamCode.FORBIDDEN);
+            forget(flow);
+          }
+        }
+      }
+      return revoked;
     },
     count(peer) {
       if (peer === undefined) return live;

@@ -10,6 +10,7 @@ import {
   waitFor,
 } from "./harness.ts";
 import { numberedStream, startAgent, startConnector } from "./ops_util.ts";
+import { echoTcp, startTcpServer, startTcpTunnel, withTimeout, writeAll } from "./tcp_util.ts";
 
 Deno.test("reload: SIGHUP with a policy that removes an agent closes its flows; an invalid file changes nothing", async () => {
   const tunnel = await startTunnel();
@@ -139,5 +140,61 @@ Deno.test("reload: SIGHUP on a connector withdraws a removed service and closes 
     await stream.stop(0).catch(() => {});
     await Promise.allSettled(procs.map((p) => p.stop("SIGTERM").catch(() => p.stop("SIGKILL"))));
     await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("reload: revoking an agent's TCP service resets its open TCP connections at both ends", async () => {
+  const backend = startTcpServer(echoTcp);
+  const tunnel = await startTcpTunnel({ backends: { echo: backend.port } });
+  const { relay, connector } = tunnel;
+  const relayMetrics = String(relay.ready.metrics);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: tunnel.ports.echo });
+  try {
+    const ping = new TextEncoder().encode("ping");
+    await writeAll(conn, ping);
+    const echoed = new Uint8Array(4);
+    let got = 0;
+    while (got < 4) {
+      const n = await withTimeout(conn.read(echoed.subarray(got)), 5000, "the echo");
+      assert.ok(n !== null, "the connection ended before the echo");
+      got += n;
+    }
+    assert.deepEqual(echoed, ping);
+    await waitFor("the tcp flow counted", async () => {
+      const samples = await scrape(relayMetrics);
+      return metric(samples, 'ztna_relay_flows_active{protocol="tcp"}') === 1;
+    });
+
+    const configPath = relay.configPath!;
+    const revoked = JSON.parse(await Deno.readTextFile(configPath));
+    revoked.services.echo.agents = [];
+    await Deno.writeTextFile(configPath, JSON.stringify(revoked));
+    relay.signal("SIGHUP");
+    await relay.waitForLog((l) => l.msg === "policy applied" && l.flows_closed === 1);
+    // The agent's client sees its connection end (the agent closes it on the stream reset).
+    const end = await withTimeout(
+      conn.read(new Uint8Array(16)).then((n) => n, () => "error"),
+      5000,
+      "the revoked connection to end",
+    );
+    assert.ok(end === null || end === "error", `the revoked connection still reads ${end}`);
+    await waitFor("the flow closed everywhere", async () => {
+      const r = await scrape(relayMetrics);
+      const c = await scrape(String(connector.ready.metrics));
+      const a = await scrape(String(tunnel.agent.ready.metrics));
+      return metric(r, 'ztna_relay_flows_active{protocol="tcp"}') === 0 &&
+        metric(c, 'ztna_connector_flows_active{protocol="tcp"}') === 0 &&
+        metric(a, 'ztna_agent_flows_active{protocol="tcp"}') === 0;
+    });
+    const samples = await scrape(relayMetrics);
+    assert.equal(metric(samples, 'ztna_relay_flows_closed_total{reason="policy"}'), 1);
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // Closed by the revocation.
+    }
+    await tunnel.stop();
+    await backend.close();
   }
 });

@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { metric, scrape, waitFor } from "./harness.ts";
 import {
+  echoTcp,
   mib,
   patternChunks,
   patternSha256,
@@ -33,17 +34,6 @@ function startHttpBackend(): Deno.HttpServer<Deno.NetAddr> {
       { headers: { "content-length": String(100 * MiB) } },
     );
   });
-}
-
-/** Echo: every byte back, then a FIN after the client's FIN. */
-async function echo(conn: Deno.TcpConn): Promise<void> {
-  const buffer = new Uint8Array(65_536);
-  for (;;) {
-    const n = await conn.read(buffer);
-    if (n === null) break;
-    await writeAll(conn, buffer.subarray(0, n));
-  }
-  await conn.closeWrite();
 }
 
 /**
@@ -95,7 +85,7 @@ const PER_FLOW = PER_FLOW_KIB * 1024;
 
 Deno.test("tcp tunnel: curl, 100 MiB both ways with bounded memory, concurrent flows, half-close", async (t) => {
   const http = startHttpBackend();
-  const echoServer = startTcpServer(echo);
+  const echoServer = startTcpServer(echoTcp);
   const sink = startTcpServer(slowSink);
   const tunnel = await startTcpTunnel({
     backends: { web: http.addr.port, echo: echoServer.port, sink: sink.port },

@@ -209,6 +209,17 @@ export function sampleRss(
 /** Megabytes with one decimal, for test output. */
 export const mib = (bytes: number): string => `${(bytes / 1048576).toFixed(1)} MiB`;
 
+/** A {@linkcode startTcpServer} handler: every byte back, then a FIN after the client's FIN. */
+export async function echoTcp(conn: Deno.TcpConn): Promise<void> {
+  const buffer = new Uint8Array(65_536);
+  for (;;) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    await writeAll(conn, buffer.subarray(0, n));
+  }
+  await conn.closeWrite();
+}
+
 /** Raw TCP server; each connection is handled by `handle` and closed after it. */
 export function startTcpServer(
   handle: (conn: Deno.TcpConn) => Promise<void>,

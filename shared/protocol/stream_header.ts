@@ -66,6 +66,8 @@ export const StreamCode = {
   PROTOCOL_VIOLATION: 2,
   /** The flow ended because a QUIC connection or the process went away. */
   GOING_AWAY: 3,
+  /** A policy change took the flow's permission away. */
+  FORBIDDEN: 4,
 } as const;
 
 const textEncoder = new TextEncoder();
