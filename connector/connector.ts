@@ -367,6 +367,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
           if (!still) endFlow(state, flow, true, "service removed");
         }
       }
+      tcp.endRemoved();
       logger.info("services reloaded", { services: Object.keys(next), removed });
     },
     async drain(drainMs) {

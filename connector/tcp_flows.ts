@@ -50,12 +50,17 @@ export interface ConnectorTcpFlows {
   sessionDown(session: RelaySession): void;
   /** Live TCP flows (connecting and open). */
   count(): number;
+  /**
+   * After a services reload: ends open flows whose service lost its TCP backend or now names
+   * another one; returns how many.
+   */
+  endRemoved(): number;
 }
 
 type Entry =
   | { state: "header"; reader: StreamHeaderReader }
   | { state: "connecting" }
-  | { state: "open"; pipe: TcpPipe }
+  | { state: "open"; pipe: TcpPipe; service: string; url: ServiceUrl }
   /** Refused: discarding until the relay's FIN. */
   | { state: "closing" };
 
@@ -208,7 +213,7 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
         });
       },
     });
-    flows.set(streamId, { state: "open", pipe });
+    flows.set(streamId, { state: "open", pipe, service, url });
     // Bytes the agent sent behind the header wait in quiche.
     pipe.readable();
   }
@@ -264,6 +269,20 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
       for (const entry of flows?.values() ?? []) {
         if (entry.state === "open") entry.pipe.abort(StreamCode.GOING_AWAY);
       }
+    },
+    endRemoved() {
+      let ended = 0;
+      for (const flows of bySession.values()) {
+        for (const entry of [...flows.values()]) {
+          if (entry.state !== "open") continue;
+          const now = options.backend(entry.service);
+          if (now?.host === entry.url.host && now.port === entry.url.port) continue;
+          logger.info("tcp flow closed: service removed", { service: entry.service });
+          entry.pipe.abort(StreamCode.GOING_AWAY);
+          ended++;
+        }
+      }
+      return ended;
     },
     count() {
       let n = 0;

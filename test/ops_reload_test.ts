@@ -143,23 +143,39 @@ Deno.test("reload: SIGHUP on a connector withdraws a removed service and closes 
   }
 });
 
+/** Connects to an echoing TCP forward and checks one round trip. */
+async function connectAndPing(port: number): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const ping = new TextEncoder().encode("ping");
+  await writeAll(conn, ping);
+  const echoed = new Uint8Array(4);
+  let got = 0;
+  while (got < 4) {
+    const n = await withTimeout(conn.read(echoed.subarray(got)), 5000, "the echo");
+    assert.ok(n !== null, "the connection ended before the echo");
+    got += n;
+  }
+  assert.deepEqual(echoed, ping);
+  return conn;
+}
+
+/** Waits (5 s at most) for the agent to end `conn`: EOF or a reset. */
+async function connectionEnds(conn: Deno.TcpConn): Promise<void> {
+  const end = await withTimeout(
+    conn.read(new Uint8Array(16)).then((n) => n, () => "error"),
+    5000,
+    "the connection to end",
+  );
+  assert.ok(end === null || end === "error", `the connection still reads ${end}`);
+}
+
 Deno.test("reload: revoking an agent's TCP service resets its open TCP connections at both ends", async () => {
   const backend = startTcpServer(echoTcp);
   const tunnel = await startTcpTunnel({ backends: { echo: backend.port } });
   const { relay, connector } = tunnel;
   const relayMetrics = String(relay.ready.metrics);
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: tunnel.ports.echo });
+  const conn = await connectAndPing(tunnel.ports.echo);
   try {
-    const ping = new TextEncoder().encode("ping");
-    await writeAll(conn, ping);
-    const echoed = new Uint8Array(4);
-    let got = 0;
-    while (got < 4) {
-      const n = await withTimeout(conn.read(echoed.subarray(got)), 5000, "the echo");
-      assert.ok(n !== null, "the connection ended before the echo");
-      got += n;
-    }
-    assert.deepEqual(echoed, ping);
     await waitFor("the tcp flow counted", async () => {
       const samples = await scrape(relayMetrics);
       return metric(samples, 'ztna_relay_flows_active{protocol="tcp"}') === 1;
@@ -172,12 +188,7 @@ Deno.test("reload: revoking an agent's TCP service resets its open TCP connectio
     relay.signal("SIGHUP");
     await relay.waitForLog((l) => l.msg === "policy applied" && l.flows_closed === 1);
     // The agent's client sees its connection end (the agent closes it on the stream reset).
-    const end = await withTimeout(
-      conn.read(new Uint8Array(16)).then((n) => n, () => "error"),
-      5000,
-      "the revoked connection to end",
-    );
-    assert.ok(end === null || end === "error", `the revoked connection still reads ${end}`);
+    await connectionEnds(conn);
     await waitFor("the flow closed everywhere", async () => {
       const r = await scrape(relayMetrics);
       const c = await scrape(String(connector.ready.metrics));
@@ -196,5 +207,34 @@ Deno.test("reload: revoking an agent's TCP service resets its open TCP connectio
     }
     await tunnel.stop();
     await backend.close();
+  }
+});
+
+Deno.test("reload: a connector that drops its TCP service ends that service's open TCP connections", async () => {
+  const echo = startTcpServer(echoTcp);
+  const spare = startTcpServer(echoTcp);
+  const tunnel = await startTcpTunnel({ backends: { echo: echo.port, spare: spare.port } });
+  const { connector } = tunnel;
+  const conn = await connectAndPing(tunnel.ports.echo);
+  try {
+    const configPath = connector.configPath!;
+    const config = JSON.parse(await Deno.readTextFile(configPath));
+    delete config.services.echo;
+    await Deno.writeTextFile(configPath, JSON.stringify(config));
+    connector.signal("SIGHUP");
+    await connector.waitForLog((l) => l.msg === "services reloaded");
+    await connectionEnds(conn);
+    await waitFor("the flow closed at the connector", async () => {
+      const samples = await scrape(String(connector.ready.metrics));
+      return metric(samples, 'ztna_connector_flows_active{protocol="tcp"}') === 0;
+    });
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // Closed by the reload.
+    }
+    await tunnel.stop();
+    await Promise.allSettled([echo.close(), spare.close()]);
   }
 });
