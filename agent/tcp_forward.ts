@@ -8,7 +8,7 @@
  */
 import { formatHostPort, type ServiceUrl } from "../shared/config/address.ts";
 import type { Logger } from "../shared/log.ts";
-import { StreamCode } from "../shared/protocol/stream_header.ts";
+import { END_CHUNK, StreamCode } from "../shared/protocol/stream_header.ts";
 import type { RelaySession } from "../shared/relay_link.ts";
 import {
   createStreamHeaderReader,
@@ -173,9 +173,11 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
         reason: answer.reason,
         detail: answer.message,
       });
-      // Our FIN lets both sides forget the stream.
+      // Our FIN lets both sides forget the stream; without room for it, a reset does.
       try {
-        session.conn.streamWrite(streamId, new Uint8Array(0), true);
+        if (session.conn.streamWrite(streamId, END_CHUNK, true) < END_CHUNK.length) {
+          session.conn.streamReset(streamId, StreamCode.GOING_AWAY);
+        }
       } catch {
         // Already reset.
       }

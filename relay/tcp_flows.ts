@@ -10,6 +10,7 @@ import type { Logger } from "../shared/log.ts";
 import type { RefusedReason } from "../shared/protocol/control.ts";
 import {
   encodeStreamHeader,
+  END_CHUNK,
   type StreamAnswer,
   StreamCode,
   type StreamHeader,
@@ -212,7 +213,9 @@ export function createTcpFlows<P extends StreamPeer>(
     if (answer.type === "refused") {
       // The connector FINs after `refused`; ours goes after it so both ends close cleanly.
       try {
-        connector.conn.streamWrite(flow.connectorStream, new Uint8Array(0), true);
+        if (connector.conn.streamWrite(flow.connectorStream, END_CHUNK, true) < END_CHUNK.length) {
+          connector.conn.streamReset(flow.connectorStream, StreamCode.GOING_AWAY);
+        }
       } catch {
         flow.connectorOpen = false;
       }

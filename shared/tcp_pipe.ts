@@ -16,7 +16,7 @@
  * @module
  */
 import type { QuicConnection } from "./quic/mod.ts";
-import { StreamCode } from "./protocol/stream_header.ts";
+import { END_CHUNK, StreamCode } from "./protocol/stream_header.ts";
 
 /** How a pipe ended. */
 export type PipeEndReason =
@@ -73,8 +73,6 @@ export interface TcpPipe {
 
 /** Length of a chunk header: the payload length as a big-endian u16. */
 const CHUNK_HEADER_BYTES = 2;
-/** The end-of-data chunk (length 0), written together with the stream's FIN. */
-const END_CHUNK = new Uint8Array(CHUNK_HEADER_BYTES);
 
 /**
  * Starts pumping between `socket` and stream `streamId` of `conn`.

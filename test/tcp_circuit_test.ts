@@ -79,6 +79,13 @@ Deno.test("tcp backend down: prompt close, breaker opens, closes once the backen
     await tunnel.agent.waitForLog((l) => l.msg === "relay refused flow" && l.service === "secret");
     const relay = await scrape(String(tunnel.relay.ready.metrics));
     assert.ok(metric(relay, 'ztna_relay_auth_failures_total{reason="open_forbidden"}') >= 1);
+
+    // Refused flows leave nothing behind: both ends finish the stream (the agent's FIN rides
+    // on an end chunk), so the relay forgets them and they stop counting against limits.
+    await waitFor("the relay to forget every flow", async () => {
+      const response = await fetch(`http://${tunnel.relay.ready.metrics}/health`);
+      return (await response.json()).flows === 0;
+    });
   } finally {
     backend?.close();
     await tunnel.stop();

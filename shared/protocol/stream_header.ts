@@ -70,6 +70,13 @@ export const StreamCode = {
   FORBIDDEN: 4,
 } as const;
 
+/**
+ * The end-of-data chunk (a zero length) that goes with every FIN on a TCP-flow stream, also
+ * after a `refused` answer: quiche 0.18 never resends a lost FIN that travelled alone once
+ * the stream's other direction is finished, so a FIN always rides on these bytes.
+ */
+export const END_CHUNK: Uint8Array = new Uint8Array(2);
+
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
