@@ -4,14 +4,8 @@
  * @module
  */
 import { z } from "zod";
+import { formatHostPort, metricsAddressSchema, serviceUrlSchema } from "./address.ts";
 import {
-  formatHostPort,
-  hostPortSchema,
-  metricsAddressSchema,
-  serviceUrlSchema,
-} from "./address.ts";
-import {
-  clientTlsSchema,
   dialerAuthFields,
   dialerFields,
   lifecycleFields,
@@ -39,11 +33,8 @@ import {
  * ```
  */
 export const agentConfigSchema = z.object({
-  /** Relays to dial. */
-  relays: z.array(hostPortSchema).min(1, { error: "at least one relay is required" }),
   /** Metrics/health listener, or null when "off". */
   metrics: metricsAddressSchema.prefault("off"),
-  tls: clientTlsSchema,
   /** Local listeners, each forwarding to one service behind the relay. */
   forwards: z.array(
     z.object({

@@ -8,6 +8,7 @@
  */
 import { z } from "zod";
 import { logLevels } from "../log.ts";
+import { hostPortSchema } from "./address.ts";
 import { secretSchema } from "./secret.ts";
 
 /** Pattern of a service name: lowercase, DNS-label-like, at most 63 characters. */
@@ -97,6 +98,9 @@ export const sandboxFields = {
 
 /** Zod shape: the fields of a dialing peer (connector, agent) that the relay does not have. */
 export const dialerFields = {
+  /** Relays to dial (a connector keeps a connection to each, an agent uses one at a time). */
+  relays: z.array(hostPortSchema).min(1, { error: "at least one relay is required" }),
+  tls: clientTlsSchema,
   /** Idle time after which a flow is forgotten. */
   flow_idle_ms: positiveMs.prefault(60_000),
   /**

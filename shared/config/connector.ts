@@ -4,9 +4,8 @@
  * @module
  */
 import { z } from "zod";
-import { hostPortSchema, metricsAddressSchema, serviceUrlSchema } from "./address.ts";
+import { metricsAddressSchema, serviceUrlSchema } from "./address.ts";
 import {
-  clientTlsSchema,
   dialerAuthFields,
   dialerFields,
   lifecycleFields,
@@ -37,11 +36,8 @@ import {
  * ```
  */
 export const connectorConfigSchema = z.object({
-  /** Relays to dial; the connector keeps a connection to each. */
-  relays: z.array(hostPortSchema).min(1, { error: "at least one relay is required" }),
   /** Metrics/health listener, or null when "off". */
   metrics: metricsAddressSchema.prefault("127.0.0.1:9091"),
-  tls: clientTlsSchema,
   /** Services this connector offers, by name, with their backend addresses. */
   services: z.record(
     serviceNameSchema,
