@@ -6,19 +6,17 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
 import {
   type ComponentProcess,
-  createPki,
   metric,
   type Pki,
   portOf,
   scrape,
-  startComponent,
   startEchoService,
+  startTrio,
 } from "./harness.ts";
 import { type Impairment, type ImpairProxy, startImpairProxy } from "./impair_proxy.ts";
-import { startTcpServer, writeAll } from "./tcp_util.ts";
+import { readHashed, startTcpServer, writeAll } from "./tcp_util.ts";
 
 /** A TCP server answering `<bytes> <sha256>\n` once the client half-closes. */
 export interface TcpSink {
@@ -29,16 +27,8 @@ export interface TcpSink {
 /** Starts a loopback TCP sink that hashes everything it reads. */
 export function startTcpSink(): TcpSink {
   return startTcpServer(async (conn) => {
-    const hash = createHash("sha256");
-    const buffer = new Uint8Array(65_536);
-    let total = 0;
-    for (;;) {
-      const n = await conn.read(buffer);
-      if (n === null) break;
-      hash.update(buffer.subarray(0, n));
-      total += n;
-    }
-    await writeAll(conn, new TextEncoder().encode(`${total} ${hash.digest("hex")}\n`));
+    const { total, sha256 } = await readHashed(conn);
+    await writeAll(conn, new TextEncoder().encode(`${total} ${sha256}\n`));
   });
 }
 
@@ -81,95 +71,52 @@ export interface FaultTunnel {
 /** Starts echo backend, TCP sink, relay, connector and agent, with proxies on impaired hops. */
 export async function startFaultTunnel(options: FaultTunnelOptions = {}): Promise<FaultTunnel> {
   const { seed = 1, tcp = true, extraAgents = [] } = options;
-  const pki = await createPki(["connector-1", "agent-1", ...extraAgents]);
-  const procs: ComponentProcess[] = [];
-  const proxies: ImpairProxy[] = [];
-  let sink: TcpSink | null = null;
-  const stop = async () => {
-    await Promise.allSettled(
-      procs.reverse().map((p) => p.stop("SIGTERM", 8000).catch(() => p.stop("SIGKILL"))),
-    );
-    await Promise.allSettled(proxies.map((p) => p.close()));
-    await sink?.close();
-    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  const proxies: Partial<Record<"connector" | "agent", ImpairProxy | null>> = {};
+  const echo = await startEchoService();
+  const sink = tcp ? startTcpSink() : null;
+  const cleanups = [
+    () => Promise.allSettled(Object.values(proxies).map((p) => p?.close())),
+    async () => await sink?.close(),
+  ];
+  const trio = await startTrio({
+    backends: {
+      echo: `udp://127.0.0.1:${echo.port}`,
+      ...(sink ? { sink: `tcp://127.0.0.1:${sink.port}` } : {}),
+    },
+    forwards: [
+      { listen: "udp://127.0.0.1:0", service: "echo" },
+      ...(sink ? [{ listen: "tcp://127.0.0.1:0", service: "sink" }] : []),
+    ],
+    agents: ["agent-1", ...extraAgents],
+    relay: options.relay,
+    connector: options.dialer,
+    agent: options.dialer,
+    // Each impaired hop gets its own proxy in front of the relay, made once.
+    dialAddress(dialer, relayAddress) {
+      if (!(dialer in proxies)) {
+        const hop = dialer === "connector" ? options.connectorHop : options.agentHop;
+        proxies[dialer] = hop === undefined ? null : startImpairProxy({
+          target: { host: "127.0.0.1", port: portOf(relayAddress) },
+          seed: seed + (dialer === "connector" ? 0 : 1000),
+          upstream: hop,
+          downstream: hop,
+        });
+      }
+      return proxies[dialer]?.address ?? relayAddress;
+    },
+    processes: [echo.proc],
+    cleanups,
+    stopTimeoutMs: 8000,
+  });
+  const tcpListen = trio.listen.find((l) => l.startsWith("tcp://"));
+  return {
+    ...trio,
+    agentProxy: proxies.agent ?? null,
+    connectorProxy: proxies.connector ?? null,
+    udpPort: portOf(trio.listen.find((l) => l.startsWith("udp://"))),
+    tcpPort: tcpListen ? portOf(tcpListen) : 0,
+    echoPort: echo.port,
   };
-  try {
-    const echo = await startEchoService();
-    procs.push(echo.proc);
-    if (tcp) sink = startTcpSink();
-    const agents = ["agent-1", ...extraAgents];
-    const services: Record<string, { connectors: string[]; agents: string[] }> = {
-      echo: { connectors: ["connector-1"], agents },
-    };
-    if (tcp) services.sink = { connectors: ["connector-1"], agents };
-    const relay = await startComponent("relay", {
-      listen: "127.0.0.1:0",
-      metrics: "127.0.0.1:0",
-      tls: pki.tls("relay"),
-      services,
-      drain_ms: 500,
-      ...options.relay,
-    });
-    procs.push(relay);
-    const relayPort = portOf(relay.ready.quic);
-    const proxy = (hop: Impairment | undefined, offset: number) => {
-      if (hop === undefined) return null;
-      const p = startImpairProxy({
-        target: { host: "127.0.0.1", port: relayPort },
-        seed: seed + offset,
-        upstream: hop,
-        downstream: hop,
-      });
-      proxies.push(p);
-      return p;
-    };
-    const connectorProxy = proxy(options.connectorHop, 0);
-    const agentProxy = proxy(options.agentHop, 1000);
-    const relayAddress = `127.0.0.1:${relayPort}`;
-    const connector = await startComponent("connector", {
-      relays: [connectorProxy?.address ?? relayAddress],
-      metrics: "127.0.0.1:0",
-      tls: pki.tls("connector-1"),
-      services: {
-        echo: `udp://127.0.0.1:${echo.port}`,
-        ...(sink ? { sink: `tcp://127.0.0.1:${sink.port}` } : {}),
-      },
-      drain_ms: 500,
-      ...options.dialer,
-    });
-    procs.push(connector);
-    await connector.waitForLog((l) => l.msg === "registered", 20_000);
-    const agent = await startComponent("agent", {
-      relays: [agentProxy?.address ?? relayAddress],
-      metrics: "127.0.0.1:0",
-      tls: pki.tls("agent-1"),
-      forwards: [
-        { listen: "udp://127.0.0.1:0", service: "echo" },
-        ...(sink ? [{ listen: "tcp://127.0.0.1:0", service: "sink" }] : []),
-      ],
-      drain_ms: 500,
-      ...options.dialer,
-    });
-    procs.push(agent);
-    await agent.waitForLog((l) => l.msg === "relay link up", 20_000);
-    const listen = agent.ready.listen as string[];
-    const tcpListen = listen.find((l) => l.startsWith("tcp://"));
-    return {
-      pki,
-      relay,
-      connector,
-      agent,
-      agentProxy,
-      connectorProxy,
-      udpPort: portOf(listen.find((l) => l.startsWith("udp://"))),
-      tcpPort: tcpListen ? portOf(tcpListen) : 0,
-      echoPort: echo.port,
-      stop,
-    };
-  } catch (error) {
-    await stop();
-    throw error;
-  }
 }
 
 /** Process figures of one component, from `/proc` and its metrics. */

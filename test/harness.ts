@@ -346,23 +346,11 @@ export function relayConfig(
 }
 
 /** A running relay + connector + agent around one UDP service. */
-export interface Tunnel {
-  pki: Pki;
-  relay: ComponentProcess;
-  connector: ComponentProcess;
-  agent: ComponentProcess;
+export interface Tunnel extends Trio {
   /** The agent's local UDP port for the service. */
   agentPort: number;
   /** The backend's UDP port. */
   backendPort: number;
-  /** Starts another agent with `identity` forwarding to `service`. */
-  startAgent(
-    identity: string,
-    tls?: { cert: string; key: string; ca: string },
-    waitReady?: boolean,
-  ): Promise<ComponentProcess>;
-  /** Stops every process started here (bounded). */
-  stop(): Promise<void>;
 }
 
 /** Options for {@linkcode startTunnel}. */
@@ -378,74 +366,125 @@ export interface TunnelOptions {
   connectorLogLevel?: "debug" | "info";
 }
 
-/** Starts relay, connector (and echo backend unless given) and one allowed agent. */
-export async function startTunnel(options: TunnelOptions = {}): Promise<Tunnel> {
-  const {
-    service = "echo",
-    allowedAgents = ["agent-1"],
-    extraClients = [],
-    connectorLogLevel = "info",
-  } = options;
-  const pki = await createPki(["connector-1", ...allowedAgents, ...extraClients]);
-  const started: ComponentProcess[] = [];
-  const stopAll = async () => {
+/** What {@linkcode startTrio} starts around: backends, forwards, policy and extras. */
+export interface TrioOptions {
+  /** The connector's `services`: backend URL(s) per service name. */
+  backends: Record<string, string | string[]>;
+  /** The agents' `forwards`. */
+  forwards: { listen: string; service: string }[];
+  /** Agents the policy allows for every backend service; the first one is started. */
+  agents?: string[];
+  /** More client certificates to create (identities outside the policy). */
+  extraClients?: string[];
+  /** Extra top-level config per component. */
+  relay?: Record<string, unknown>;
+  connector?: Record<string, unknown>;
+  agent?: Record<string, unknown>;
+  /** The relay address a dialer uses (e.g. a proxy in front of the relay); default direct. */
+  dialAddress?(dialer: "connector" | "agent", relayAddress: string): string;
+  /** Processes started before the trio, stopped after it. */
+  processes?: ComponentProcess[];
+  /** Cleanups run once every process has stopped (the caller may add to it later). */
+  cleanups?: (() => Promise<unknown>)[];
+  /** How long each process may take to exit on SIGTERM before it is killed. */
+  stopTimeoutMs?: number;
+}
+
+/** A running relay + connector + agent. */
+export interface Trio {
+  pki: Pki;
+  relay: ComponentProcess;
+  connector: ComponentProcess;
+  agent: ComponentProcess;
+  /** The agent's `listen` addresses, in `forwards` order. */
+  listen: string[];
+  /** Starts another agent with the same forwards. */
+  startAgent(
+    identity: string,
+    tls?: { cert: string; key: string; ca: string },
+    waitReady?: boolean,
+  ): Promise<ComponentProcess>;
+  /** Stops every process, then runs the cleanups (bounded). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a relay whose policy lets `connector-1` serve and the agents use every backend
+ * service, the connector, and the first agent; resolves once the agent's link is up. On
+ * failure everything started is stopped.
+ */
+export async function startTrio(options: TrioOptions): Promise<Trio> {
+  const agents = options.agents ?? ["agent-1"];
+  const pki = await createPki(["connector-1", ...agents, ...options.extraClients ?? []]);
+  const started: ComponentProcess[] = [...options.processes ?? []];
+  const cleanups = options.cleanups ?? [];
+  const stop = async () => {
     await Promise.allSettled(
-      started.reverse().map((p) => p.stop("SIGTERM").catch(() => p.stop("SIGKILL"))),
+      started.reverse().map((p) =>
+        p.stop("SIGTERM", options.stopTimeoutMs).catch(() => p.stop("SIGKILL"))
+      ),
     );
+    await Promise.allSettled(cleanups.map((cleanup) => cleanup()));
     await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
   };
   try {
-    let backendPort = options.backendPort;
-    if (backendPort === undefined) {
-      const echo = await startEchoService();
-      started.push(echo.proc);
-      backendPort = echo.port;
-    }
-    const relay = await startComponent(
-      "relay",
-      relayConfig(pki, { [service]: { connectors: ["connector-1"], agents: allowedAgents } }),
+    const policy = Object.fromEntries(
+      Object.keys(options.backends).map((name) => [name, { connectors: ["connector-1"], agents }]),
     );
+    const relay = await startComponent("relay", { ...relayConfig(pki, policy), ...options.relay });
     started.push(relay);
     const relayAddress = String(relay.ready.quic);
+    const dial = (dialer: "connector" | "agent") =>
+      options.dialAddress?.(dialer, relayAddress) ?? relayAddress;
     const connector = await startComponent("connector", {
-      relays: [relayAddress],
+      relays: [dial("connector")],
       metrics: "127.0.0.1:0",
       tls: pki.tls("connector-1"),
-      services: { [service]: `udp://127.0.0.1:${backendPort}` },
-      log_level: connectorLogLevel,
+      services: options.backends,
       drain_ms: 500,
+      ...options.connector,
     });
     started.push(connector);
-    await connector.waitForLog((l) => l.msg === "registered");
-    const startAgent = async (
-      identity: string,
-      tls = pki.tls(identity),
-      waitReady = true,
-    ) => {
+    await connector.waitForLog((l) => l.msg === "registered", 20_000);
+    const startAgent = async (identity: string, tls = pki.tls(identity), waitReady = true) => {
       const agent = await startComponent("agent", {
-        relays: [relayAddress],
+        relays: [dial("agent")],
         metrics: "127.0.0.1:0",
         tls,
-        forwards: [{ listen: "udp://127.0.0.1:0", service }],
+        forwards: options.forwards,
         drain_ms: 500,
+        ...options.agent,
       }, { waitReady });
       started.push(agent);
       return agent;
     };
-    const agent = await startAgent(allowedAgents[0]);
-    await agent.waitForLog((l) => l.msg === "relay link up");
-    return {
-      pki,
-      relay,
-      connector,
-      agent,
-      agentPort: portOf((agent.ready.listen as string[])[0]),
-      backendPort,
-      startAgent,
-      stop: stopAll,
-    };
+    const agent = await startAgent(agents[0]);
+    await agent.waitForLog((l) => l.msg === "relay link up", 20_000);
+    const listen = agent.ready.listen as string[];
+    return { pki, relay, connector, agent, listen, startAgent, stop };
   } catch (error) {
-    await stopAll();
+    await stop();
     throw error;
   }
+}
+
+/** Starts relay, connector (and echo backend unless given) and one allowed agent. */
+export async function startTunnel(options: TunnelOptions = {}): Promise<Tunnel> {
+  const { service = "echo", connectorLogLevel = "info" } = options;
+  const processes: ComponentProcess[] = [];
+  let backendPort = options.backendPort;
+  if (backendPort === undefined) {
+    const echo = await startEchoService();
+    processes.push(echo.proc);
+    backendPort = echo.port;
+  }
+  const trio = await startTrio({
+    backends: { [service]: `udp://127.0.0.1:${backendPort}` },
+    forwards: [{ listen: "udp://127.0.0.1:0", service }],
+    agents: options.allowedAgents,
+    extraClients: options.extraClients,
+    connector: { log_level: connectorLogLevel },
+    processes,
+  });
+  return { ...trio, agentPort: portOf(trio.listen[0]), backendPort };
 }

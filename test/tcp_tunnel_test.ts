@@ -8,6 +8,7 @@ import {
   patternChunks,
   patternSha256,
   readAll,
+  readHashed,
   sampleRss,
   startTcpServer,
   startTcpTunnel,
@@ -41,22 +42,14 @@ function startHttpBackend(): Deno.HttpServer<Deno.NetAddr> {
  * `<bytes> <sha256>` once the client has half-closed.
  */
 async function slowSink(conn: Deno.TcpConn): Promise<void> {
-  const hash = createHash("sha256");
-  const buffer = new Uint8Array(65_536);
-  let total = 0;
   let nextPause = 8 * MiB;
   await new Promise((r) => setTimeout(r, 2000));
-  for (;;) {
-    const n = await conn.read(buffer);
-    if (n === null) break;
-    hash.update(buffer.subarray(0, n));
-    total += n;
-    if (total >= nextPause) {
-      nextPause += 8 * MiB;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-  await writeAll(conn, new TextEncoder().encode(`${total} ${hash.digest("hex")}\n`));
+  const { total, sha256 } = await readHashed(conn, (total) => {
+    if (total < nextPause) return;
+    nextPause += 8 * MiB;
+    return new Promise((r) => setTimeout(r, 200));
+  });
+  await writeAll(conn, new TextEncoder().encode(`${total} ${sha256}\n`));
 }
 
 async function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -165,21 +158,12 @@ Deno.test("tcp tunnel: curl, 100 MiB both ways with bounded memory, concurrent f
               for (const chunk of patternChunks(PER_FLOW, 100 + i)) await writeAll(conn, chunk);
               await conn.closeWrite();
             })();
-            const hash = createHash("sha256");
-            const buffer = new Uint8Array(65_536);
-            let total = 0;
-            for (;;) {
-              const n = await conn.read(buffer);
-              if (n === null) break;
-              hash.update(buffer.subarray(0, n));
-              total += n;
-              received[i] = total;
-            }
+            const { total, sha256 } = await readHashed(conn, (total) => received[i] = total);
             // Fairness: what every flow had when the first one was done.
             firstDone ??= [...received];
             await sending;
             assert.equal(total, PER_FLOW, `connection ${i} got ${total} bytes`);
-            assert.equal(hash.digest("hex"), patternSha256(PER_FLOW, 100 + i), `connection ${i}`);
+            assert.equal(sha256, patternSha256(PER_FLOW, 100 + i), `connection ${i}`);
           } finally {
             conn.close();
           }

@@ -5,16 +5,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import {
-  type ComponentProcess,
-  createPki,
-  metric,
-  type Pki,
-  portOf,
-  relayConfig,
-  scrape,
-  startComponent,
-} from "./harness.ts";
+import { type ComponentProcess, metric, type Pki, portOf, scrape, startTrio } from "./harness.ts";
 
 /** A running relay + connector + agent carrying TCP services. */
 export interface TcpTunnel {
@@ -41,56 +32,20 @@ export interface TcpTunnelOptions {
 /** Starts relay, connector and one agent with a `tcp://127.0.0.1:0` forward per service. */
 export async function startTcpTunnel(options: TcpTunnelOptions): Promise<TcpTunnel> {
   const names = Object.keys(options.backends);
-  const pki = await createPki(["connector-1", "agent-1"]);
-  const started: ComponentProcess[] = [];
-  const stop = async () => {
-    await Promise.allSettled(
-      started.reverse().map((p) => p.stop("SIGTERM").catch(() => p.stop("SIGKILL"))),
-    );
-    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
-  };
-  try {
-    const policy = Object.fromEntries(
-      names.map((name) => [name, { connectors: ["connector-1"], agents: ["agent-1"] }]),
-    );
-    const relay = await startComponent("relay", relayConfig(pki, policy));
-    started.push(relay);
-    const relayAddress = String(relay.ready.quic);
-    const connector = await startComponent("connector", {
-      relays: [relayAddress],
-      metrics: "127.0.0.1:0",
-      tls: pki.tls("connector-1"),
-      services: Object.fromEntries(
-        names.map((name) => [name, `tcp://127.0.0.1:${options.backends[name]}`]),
-      ),
+  const forwarded = [...names, ...options.unservedForwards ?? []];
+  const trio = await startTrio({
+    backends: Object.fromEntries(
+      names.map((name) => [name, `tcp://127.0.0.1:${options.backends[name]}`]),
+    ),
+    forwards: forwarded.map((service) => ({ listen: "tcp://127.0.0.1:0", service })),
+    connector: {
       ...(options.circuit ? { circuit: options.circuit } : {}),
       log_level: options.connectorLogLevel ?? "info",
-      drain_ms: 500,
-    });
-    started.push(connector);
-    await connector.waitForLog((l) => l.msg === "registered");
-    const agent = await startComponent("agent", {
-      relays: [relayAddress],
-      metrics: "127.0.0.1:0",
-      tls: pki.tls("agent-1"),
-      forwards: [...names, ...options.unservedForwards ?? []].map((service) => ({
-        listen: "tcp://127.0.0.1:0",
-        service,
-      })),
-      drain_ms: 500,
-    });
-    started.push(agent);
-    await agent.waitForLog((l) => l.msg === "relay link up");
-    // TCP forwards are listed in config order.
-    const listen = (agent.ready.listen as string[]).filter((l) => l.startsWith("tcp://"));
-    const ports = Object.fromEntries(
-      [...names, ...options.unservedForwards ?? []].map((name, i) => [name, portOf(listen[i])]),
-    );
-    return { pki, relay, connector, agent, ports, stop };
-  } catch (error) {
-    await stop();
-    throw error;
-  }
+    },
+  });
+  // TCP forwards are listed in config order.
+  const ports = Object.fromEntries(forwarded.map((name, i) => [name, portOf(trio.listen[i])]));
+  return { ...trio, ports };
 }
 
 /** A TCP port on 127.0.0.1 that nothing listens on (bound, then released). */
@@ -208,6 +163,27 @@ export function sampleRss(
 
 /** Megabytes with one decimal, for test output. */
 export const mib = (bytes: number): string => `${(bytes / 1048576).toFixed(1)} MiB`;
+
+/**
+ * Reads `conn` to its end, hashing what arrives; `onProgress` sees the running byte count
+ * after each read (and may pause the reader by returning a promise).
+ */
+export async function readHashed(
+  conn: Deno.Conn,
+  onProgress?: (total: number) => unknown,
+): Promise<{ total: number; sha256: string }> {
+  const hash = createHash("sha256");
+  const buffer = new Uint8Array(65_536);
+  let total = 0;
+  for (;;) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    hash.update(buffer.subarray(0, n));
+    total += n;
+    await onProgress?.(total);
+  }
+  return { total, sha256: hash.digest("hex") };
+}
 
 /** A {@linkcode startTcpServer} handler: every byte back, then a FIN after the client's FIN. */
 export async function echoTcp(conn: Deno.TcpConn): Promise<void> {

@@ -5,15 +5,7 @@
  */
 import { z } from "zod";
 import { formatHostPort, metricsAddressSchema, serviceUrlSchema } from "./address.ts";
-import {
-  dialerAuthFields,
-  dialerFields,
-  lifecycleFields,
-  logLevelSchema,
-  requireCredential,
-  sandboxFields,
-  serviceNameSchema,
-} from "./common.ts";
+import { dialerConfigSchema, serviceNameSchema } from "./common.ts";
 
 /**
  * Zod schema of the agent config (JSON keys are snake_case; unknown keys are errors).
@@ -32,7 +24,7 @@ import {
  * assert.equal(config.forwards[0].listen.port, 5353);
  * ```
  */
-export const agentConfigSchema = z.object({
+export const agentConfigSchema = dialerConfigSchema({
   /** Metrics/health listener, or null when "off". */
   metrics: metricsAddressSchema.prefault("off"),
   /** Local listeners, each forwarding to one service behind the relay. */
@@ -56,12 +48,7 @@ export const agentConfigSchema = z.object({
       seen.add(key);
     });
   }),
-  log_level: logLevelSchema,
-  ...lifecycleFields,
-  ...dialerFields,
-  ...dialerAuthFields,
-  ...sandboxFields,
-}).strict().superRefine(requireCredential);
+});
 
 /** The agent config after parsing and defaults. */
 export type AgentConfig = z.infer<typeof agentConfigSchema>;

@@ -58,7 +58,7 @@ export const dialerAuthFields = {
  * The check every dialer config passes: it has a client certificate or a token (or both),
  * since a relay accepts nothing else.
  */
-export function requireCredential(
+function requireCredential(
   config: { tls: { cert?: string }; token?: unknown },
   ctx: z.RefinementCtx,
 ): void {
@@ -120,3 +120,20 @@ export const dialerFields = {
     timeout_ms: positiveMs.prefault(2_000),
   }).strict().prefault({}),
 };
+
+/**
+ * The config schema of a dialing peer: its own `fields` plus everything connectors and agents
+ * share (relays, TLS, credentials, log level, lifecycle, sandbox); unknown keys are errors.
+ */
+export function dialerConfigSchema<T extends z.ZodRawShape>(fields: T) {
+  return z.object({
+    ...fields,
+    log_level: logLevelSchema,
+    ...lifecycleFields,
+    ...dialerFields,
+    ...dialerAuthFields,
+    ...sandboxFields,
+  }).strict().superRefine((config, ctx) =>
+    requireCredential(config as { tls: { cert?: string }; token?: unknown }, ctx)
+  );
+}

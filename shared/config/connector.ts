@@ -5,15 +5,7 @@
  */
 import { z } from "zod";
 import { metricsAddressSchema, serviceUrlSchema } from "./address.ts";
-import {
-  dialerAuthFields,
-  dialerFields,
-  lifecycleFields,
-  logLevelSchema,
-  requireCredential,
-  sandboxFields,
-  serviceNameSchema,
-} from "./common.ts";
+import { dialerConfigSchema, serviceNameSchema } from "./common.ts";
 
 /**
  * Zod schema of the connector config (JSON keys are snake_case; unknown keys are errors).
@@ -35,7 +27,7 @@ import {
  * assert.equal(config.tls.server_name, "localhost");
  * ```
  */
-export const connectorConfigSchema = z.object({
+export const connectorConfigSchema = dialerConfigSchema({
   /** Metrics/health listener, or null when "off". */
   metrics: metricsAddressSchema.prefault("127.0.0.1:9091"),
   /** Services this connector offers, by name, with their backend addresses. */
@@ -58,12 +50,7 @@ export const connectorConfigSchema = z.object({
   }).strict().prefault({}),
   /** A TCP backend connect taking longer than this fails (and counts for the breaker). */
   connect_timeout_ms: z.number().int().positive().prefault(5_000),
-  log_level: logLevelSchema,
-  ...lifecycleFields,
-  ...dialerFields,
-  ...dialerAuthFields,
-  ...sandboxFields,
-}).strict().superRefine(requireCredential);
+});
 
 /** The connector config after parsing and defaults. */
 export type ConnectorConfig = z.infer<typeof connectorConfigSchema>;
