@@ -17,7 +17,7 @@ async function shell(line: string, ms: number): Promise<{ code: number; out: str
   return { code: out.code, out: text };
 }
 
-Deno.test("deno task dev: starts the demo, and the printed agent command works when pasted", async () => {
+Deno.test("deno task dev: starts the demo, and the printed agent and probe commands (UDP, TCP) work when pasted", async () => {
   const dev = new Deno.Command(Deno.execPath(), {
     args: ["task", "dev"],
     cwd: PROJECT_ROOT,
@@ -29,19 +29,24 @@ Deno.test("deno task dev: starts the demo, and the printed agent command works w
   const stdout = dev.stdout.pipeTo(new WritableStream());
   let agentCommand: string | undefined;
   let probeCommand: string | undefined;
+  let tcpProbeCommand: string | undefined;
   const reading = (async () => {
     for await (const line of readLines(dev.stderr)) {
       printed.push(line);
       if (line.includes("task agent --config")) agentCommand = line.trim();
       if (line.includes("task probe udp://")) probeCommand = line.trim();
-      if (agentCommand && probeCommand) return;
+      if (line.includes("task probe tcp://")) tcpProbeCommand = line.trim();
+      if (agentCommand && probeCommand && tcpProbeCommand) return;
     }
   })();
   const timeout = new Promise<void>((r) => setTimeout(r, 60_000));
   await Promise.race([reading, timeout]);
   let agent: Deno.ChildProcess | undefined;
   try {
-    assert.ok(agentCommand && probeCommand, `dev printed the commands:\n${printed.join("\n")}`);
+    assert.ok(
+      agentCommand && probeCommand && tcpProbeCommand,
+      `dev printed the commands:\n${printed.join("\n")}`,
+    );
     assert.match(
       agentCommand,
       /^npx -y deno@2\.9\.6 task agent --config \.state\/dev\/agent\.json$/,
@@ -58,9 +63,11 @@ Deno.test("deno task dev: starts the demo, and the printed agent command works w
     for await (const line of agentLines) {
       if (line.includes('"relay link up"')) break;
     }
-    const probe = await shell(probeCommand, 30_000);
-    assert.equal(probe.code, 0, probe.out);
-    assert.match(probe.out, /reply from 127\.0\.0\.1:\d+ in [\d.]+ ms: hello/);
+    for (const command of [probeCommand, tcpProbeCommand]) {
+      const probe = await shell(command, 30_000);
+      assert.equal(probe.code, 0, probe.out);
+      assert.match(probe.out, /reply from 127\.0\.0\.1:\d+ in [\d.]+ ms: hello/);
+    }
   } finally {
     if (agent) {
       await new Deno.Command("kill", { args: ["-TERM", "--", `-${agent.pid}`] }).output();

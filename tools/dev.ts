@@ -1,7 +1,7 @@
 /**
  * `deno task dev`: a complete ztna-edge on loopback. Generates dev certificates into
- * `.state/dev/`, starts a demo UDP echo service, a relay and a connector (each in its own
- * permission sandbox), and prints the agent command to paste into another terminal.
+ * `.state/dev/`, starts a demo echo service (UDP and TCP), a relay and a connector (each in
+ * its own permission sandbox), and prints the agent command to paste into another terminal.
  * Ctrl-C drains and stops everything.
  *
  * @module
@@ -80,9 +80,11 @@ async function startComponent(component: Component, configPath: string): Promise
   );
 }
 
-/** A free loopback UDP port for the agent's listener (bound and released). */
-function freeUdpPort(): number {
-  const probe = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+/** A free loopback port of `transport` for an agent listener (bound and released). */
+function freePort(transport: "udp" | "tcp"): number {
+  const probe = transport === "udp"
+    ? Deno.listenDatagram({ transport, hostname: "127.0.0.1", port: 0 })
+    : Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (probe.addr as Deno.NetAddr).port;
   probe.close();
   return port;
@@ -144,16 +146,20 @@ if (import.meta.main) {
       relays: [relay.ready.quic],
       metrics: "127.0.0.1:0",
       tls: tls("connector-dev"),
-      services: { [SERVICE]: `udp://${echo.ready.udp}` },
+      services: { [SERVICE]: [`udp://${echo.ready.udp}`, `tcp://${echo.ready.tcp}`] },
     });
     const connector = await startComponent("connector", connectorConfig);
     children.push(connector.child);
 
-    const agentPort = freeUdpPort();
+    const udpPort = freePort("udp");
+    const tcpPort = freePort("tcp");
     const agentConfig = await writeConfig("agent", {
       relays: [relay.ready.quic],
       tls: tls("agent-dev"),
-      forwards: [{ listen: `udp://127.0.0.1:${agentPort}`, service: SERVICE }],
+      forwards: [
+        { listen: `udp://127.0.0.1:${udpPort}`, service: SERVICE },
+        { listen: `tcp://127.0.0.1:${tcpPort}`, service: SERVICE },
+      ],
     });
     const rel = (path: string) => path.slice(PROJECT_ROOT.length + 1);
     console.error(
@@ -161,12 +167,13 @@ if (import.meta.main) {
         "",
         "ztna-edge dev is up (Ctrl-C to stop):",
         `  relay      quic ${relay.ready.quic}, metrics http://${relay.ready.metrics}/metrics`,
-        `  connector  serving "${SERVICE}" -> udp://${echo.ready.udp}, metrics http://${connector.ready.metrics}/metrics`,
+        `  connector  serving "${SERVICE}" -> udp://${echo.ready.udp} and tcp://${echo.ready.tcp}, metrics http://${connector.ready.metrics}/metrics`,
         "",
         "In another terminal, start an agent:",
         `  npx -y deno@2.9.6 task agent --config ${rel(agentConfig)}`,
-        "then talk to the echo service through it:",
-        `  npx -y deno@2.9.6 task probe udp://127.0.0.1:${agentPort} "hello"`,
+        "then talk to the echo service through it, over UDP and over TCP:",
+        `  npx -y deno@2.9.6 task probe udp://127.0.0.1:${udpPort} "hello"`,
+        `  npx -y deno@2.9.6 task probe tcp://127.0.0.1:${tcpPort} "hello"`,
         "",
       ].join("\n"),
     );
