@@ -97,6 +97,9 @@ interface TcpFlow<P> {
   connectorOpen: boolean;
 }
 
+/** Why an open flow ended, as `ztna_relay_flows_closed_total{reason}` counts it. */
+type CloseCause = "peer_close" | "disconnect" | "policy";
+
 const scratch = new Uint8Array(16_384);
 
 /**
@@ -123,12 +126,15 @@ export function createTcpFlows<P extends StreamPeer>(
     return flows;
   };
 
-  function forget(flow: TcpFlow<P>): void {
+  function forget(flow: TcpFlow<P>, cause: CloseCause = "peer_close"): void {
     clearTimeout(flow.timer);
     const hadAgent = byPeer.get(flow.agent)?.delete(flow.agentStream) ?? false;
     if (flow.connector !== null) byPeer.get(flow.connector)?.delete(flow.connectorStream);
     if (hadAgent) live--;
-    if (flow.state === "open") metrics.flowsActive.dec({ protocol: "tcp" });
+    if (flow.state === "open" && hadAgent) {
+      metrics.flowsActive.dec({ protocol: "tcp" });
+      metrics.flowsClosed.inc({ reason: cause });
+    }
   }
 
   /** Answers the agent with `refused` and FIN; the flow drains until the agent's FIN. */
@@ -335,7 +341,7 @@ export function createTcpFlows<P extends StreamPeer>(
         if (other !== null && !other.conn.closed) {
           other.conn.streamReset(otherStream, StreamCode.GOING_AWAY);
         }
-        forget(flow);
+        forget(flow, "disconnect");
       }
       byPeer.delete(peer);
     },
@@ -348,17 +354,17 @@ export function createTcpFlows<P extends StreamPeer>(
           const connector = flow.connector!;
           if (allowed(flow.agent, flow.service, connector)) continue;
           revoked++;
-          metrics.flowsClosed.inc({ reason: "policy" });
           flow.agent.log.info("tcp flow closed: no longer allowed by policy", {
             service: flow.service,
             flow: flow.agentStream,
           });
+          // Forgotten first, so the splice's end (which forgets it too) counts nothing more.
+          forget(flow, "policy");
           if (flow.splice !== null) {
-            flow.splice.abort(StreamCode.FORBIDDEN); // its end forgets the flow
+            flow.splice.abort(StreamCode.FORBIDDEN);
           } else {
             flow.agent.conn.streamReset(flow.agentStream, StreamCode.FORBIDDEN);
             connector.conn.streamReset(flow.connectorStream, StreamCode.FORBIDDEN);
-            forget(flow);
           }
         }
       }

@@ -233,6 +233,10 @@ Deno.test("tcp tunnel: curl, 100 MiB both ways with bounded memory, concurrent f
         return metric(samples, 'ztna_relay_flows_active{protocol="tcp"}') === 0 && samples;
       });
       assert.ok(metric(relay, 'ztna_relay_flows_opened_total{protocol="tcp"}') >= CONCURRENT + 4);
+      // Every one ended normally (the 1,500 sequential ones included).
+      assert.ok(
+        metric(relay, 'ztna_relay_flows_closed_total{reason="peer_close"}') >= CONCURRENT + 1500,
+      );
       const agent = await scrape(String(tunnel.agent.ready.metrics));
       assert.ok(metric(agent, 'ztna_agent_flows_opened_total{protocol="tcp"}') >= CONCURRENT + 4);
       const connector = await waitFor("tcp flows to end at the connector", async () => {
