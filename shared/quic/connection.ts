@@ -140,6 +140,8 @@ export interface ConnectionState {
   flushNow: () => void;
   /** Streams waiting for capacity after a short write, longest waiting first. */
   blocked: Set<number>;
+  /** Blocked streams still to be checked since the last packet or timer. */
+  wakeOwed: number;
   /** Pending run of the stream events (see `dispatchStreamEvents`), or undefined. */
   streamTimer: ReturnType<typeof setTimeout> | undefined;
   /** When the stream events last ran (`performance.now()`). */
@@ -189,6 +191,7 @@ export function createConnectionState(
       flushConnection(state);
     },
     blocked: new Set(),
+    wakeOwed: 0,
     streamTimer: undefined,
     streamEventsAt: -Infinity,
     streamEventsVisited: 0,
@@ -347,6 +350,9 @@ function dispatchEvents(state: ConnectionState): void {
       state.handlers.onDatagram?.(datagram);
     }
   }
+  // A packet or a timer is what can raise a stream's capacity: every blocked stream is owed
+  // one check after it.
+  state.wakeOwed = state.blocked.size;
   dispatchStreamEvents(state);
 }
 
@@ -399,8 +405,9 @@ const WAKE_ZERO_RUN = 4;
  * write inside `onStreamWritable`, so each check sees the capacity earlier wake-ups used.
  * A stream without capacity moves to the back, so streams stalled by their own flow
  * control (a slow reader far away) cannot keep the others behind them waiting; a pass that
- * stops early schedules a follow-up, so every blocked stream is checked before long even
- * when no packet arrives.
+ * stops early schedules a follow-up until every stream blocked at the last packet has been
+ * checked once, even when no further packet arrives, and then none: streams stalled for
+ * good cost nothing while nothing happens.
  */
 function wakeBlockedStreams(state: ConnectionState): number {
   const { native, blocked } = state;
@@ -428,14 +435,16 @@ function wakeBlockedStreams(state: ConnectionState): number {
     blocked.delete(streamId);
     blocked.add(streamId);
     if (++zeroRun === WAKE_ZERO_RUN) {
+      state.wakeOwed -= size - visits;
       // No packet may come to trigger the next pass.
-      if (visits > 0) {
+      if (visits > 0 && state.wakeOwed > 0) {
         state.streamEventsVisited = STREAM_EVENTS_BUSY;
         dispatchStreamEvents(state);
       }
       return size - visits;
     }
   }
+  state.wakeOwed = 0;
   return size;
 }
 
