@@ -10,11 +10,10 @@
 import { join } from "node:path";
 import {
   type ComponentProcess,
-  createPki,
-  type Pki,
   portOf,
-  relayConfig,
   spawnLogged,
+  startTrio,
+  type Trio,
   waitFor,
 } from "../test/harness.ts";
 import {
@@ -200,92 +199,30 @@ export interface BenchTunnelOptions {
 }
 
 /** A relay, connector and agent started for a benchmark. */
-export interface BenchTunnel {
-  pki: Pki;
-  relay: ComponentProcess;
-  connector: ComponentProcess;
-  agent: ComponentProcess;
-  relayAddress: string;
-  /** The agent's bound listen URLs, in `forwards` order. */
-  listen: string[];
-  /** Configs, so a bench can restart a component with the same settings. */
-  relayConfig: Record<string, unknown>;
-  connectorConfig: Record<string, unknown>;
-  agentConfig: Record<string, unknown>;
-  /** Stops everything (bounded) and removes the PKI folder. */
-  stop(): Promise<void>;
-}
+export type BenchTunnel = Trio;
 
 /** Starts a relay + connector + agent on loopback with the given services and forwards. */
 export async function startBenchTunnel(options: BenchTunnelOptions): Promise<BenchTunnel> {
-  const { services, forwards, limits = {}, extraAgents = [], flags = {} } = options;
+  const { limits = {}, extraAgents = [], flags = {} } = options;
   // Readiness is an info line, so every component logs at info.
-  const logLevel = "info";
-  const startComponent = (component: Component, config: Record<string, unknown>) =>
-    startComponentWith(component, config, flags[component] ?? []);
-  const pki = await createPki(["connector-1", "agent-1", ...extraAgents]);
-  const started: ComponentProcess[] = [];
-  const stop = async () => {
-    await Promise.allSettled(
-      started.reverse().map((p) => p.stop("SIGTERM", 8000).catch(() => p.stop("SIGKILL"))),
-    );
-    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  const dialer = {
+    log_level: "info",
+    ...(options.reconnect ? { reconnect: options.reconnect } : {}),
   };
-  try {
-    const policy = Object.fromEntries(
-      Object.keys(services).map((
-        name,
-      ) => [name, { connectors: ["connector-1"], agents: ["agent-1", ...extraAgents] }]),
-    );
-    const relayCfg = {
-      ...relayConfig(pki, policy),
+  return await startTrio({
+    backends: options.services,
+    forwards: options.forwards,
+    agents: ["agent-1", ...extraAgents],
+    relay: {
       ...(options.relayListen ? { listen: options.relayListen } : {}),
-      log_level: logLevel,
+      log_level: "info",
       limits,
-    };
-    const relay = await startComponent("relay", relayCfg);
-    started.push(relay);
-    const relayAddress = String(relay.ready.quic);
-    const connectorCfg = {
-      relays: [relayAddress],
-      metrics: "127.0.0.1:0",
-      tls: pki.tls("connector-1"),
-      services,
-      log_level: logLevel,
-      drain_ms: 500,
-      ...(options.reconnect ? { reconnect: options.reconnect } : {}),
-    };
-    const connector = await startComponent("connector", connectorCfg);
-    started.push(connector);
-    await connector.waitForLog((l) => l.msg === "registered", 15_000);
-    const agentCfg = {
-      relays: [relayAddress],
-      metrics: "127.0.0.1:0",
-      tls: pki.tls("agent-1"),
-      forwards,
-      log_level: logLevel,
-      drain_ms: 500,
-      ...(options.reconnect ? { reconnect: options.reconnect } : {}),
-    };
-    const agent = await startComponent("agent", agentCfg);
-    started.push(agent);
-    await agent.waitForLog((l) => l.msg === "relay link up", 15_000);
-    return {
-      pki,
-      relay,
-      connector,
-      agent,
-      relayAddress,
-      listen: (agent.ready.listen as string[]) ?? [],
-      relayConfig: relayCfg,
-      connectorConfig: connectorCfg,
-      agentConfig: agentCfg,
-      stop,
-    };
-  } catch (error) {
-    await stop();
-    throw error;
-  }
+    },
+    connector: dialer,
+    agent: dialer,
+    start: (component, config) => startComponentWith(component, config, flags[component] ?? []),
+    stopTimeoutMs: 8000,
+  });
 }
 
 /** The port of an agent listen URL such as `udp://127.0.0.1:5353`. */

@@ -73,7 +73,7 @@ try {
     await echoAgain();
     const signalled = performance.now();
     exits.relay.push(await timedStop(relay));
-    relay = await timedStart("relay", tunnel.relayConfig);
+    relay = await timedStart("relay", tunnel.configs.relay);
     const ready = performance.now();
     const back = await echoAgain();
     const row = { from_signal_ms: back - signalled, from_relay_ready_ms: back - ready };
@@ -83,8 +83,8 @@ try {
   exits.agent.push(await timedStop(tunnel.agent));
   exits.connector.push(await timedStop(tunnel.connector));
   for (let i = 0; i < 3; i++) {
-    const connector = await timedStart("connector", tunnel.connectorConfig);
-    const agent = await timedStart("agent", tunnel.agentConfig);
+    const connector = await timedStart("connector", tunnel.configs.connector);
+    const agent = await timedStart("agent", tunnel.configs.agent);
     exits.agent.push(await timedStop(agent));
     exits.connector.push(await timedStop(connector));
   }

@@ -388,6 +388,8 @@ export interface TrioOptions {
   cleanups?: (() => Promise<unknown>)[];
   /** How long each process may take to exit on SIGTERM before it is killed. */
   stopTimeoutMs?: number;
+  /** Starts one component (default {@linkcode startComponent}; benchmarks add `deno` flags). */
+  start?(component: Component, config: Record<string, unknown>): Promise<ComponentProcess>;
 }
 
 /** A running relay + connector + agent. */
@@ -396,8 +398,12 @@ export interface Trio {
   relay: ComponentProcess;
   connector: ComponentProcess;
   agent: ComponentProcess;
+  /** The relay's QUIC address as the dialers were given it before `dialAddress`. */
+  relayAddress: string;
   /** The agent's `listen` addresses, in `forwards` order. */
   listen: string[];
+  /** The configs the three were started with (a benchmark restarts them with these). */
+  configs: Record<"relay" | "connector" | "agent", Record<string, unknown>>;
   /** Starts another agent with the same forwards. */
   startAgent(
     identity: string,
@@ -431,37 +437,45 @@ export async function startTrio(options: TrioOptions): Promise<Trio> {
     const policy = Object.fromEntries(
       Object.keys(options.backends).map((name) => [name, { connectors: ["connector-1"], agents }]),
     );
-    const relay = await startComponent("relay", { ...relayConfig(pki, policy), ...options.relay });
+    const start = options.start ?? ((component, config) => startComponent(component, config));
+    const configs = {} as Trio["configs"];
+    configs.relay = { ...relayConfig(pki, policy), ...options.relay };
+    const relay = await start("relay", configs.relay);
     started.push(relay);
     const relayAddress = String(relay.ready.quic);
     const dial = (dialer: "connector" | "agent") =>
       options.dialAddress?.(dialer, relayAddress) ?? relayAddress;
-    const connector = await startComponent("connector", {
+    configs.connector = {
       relays: [dial("connector")],
       metrics: "127.0.0.1:0",
       tls: pki.tls("connector-1"),
       services: options.backends,
       drain_ms: 500,
       ...options.connector,
-    });
+    };
+    const connector = await start("connector", configs.connector);
     started.push(connector);
     await connector.waitForLog((l) => l.msg === "registered", 20_000);
+    configs.agent = {
+      relays: [dial("agent")],
+      metrics: "127.0.0.1:0",
+      tls: pki.tls(agents[0]),
+      forwards: options.forwards,
+      drain_ms: 500,
+      ...options.agent,
+    };
     const startAgent = async (identity: string, tls = pki.tls(identity), waitReady = true) => {
-      const agent = await startComponent("agent", {
-        relays: [dial("agent")],
-        metrics: "127.0.0.1:0",
-        tls,
-        forwards: options.forwards,
-        drain_ms: 500,
-        ...options.agent,
-      }, { waitReady });
+      const config = { ...configs.agent, tls };
+      const agent = waitReady
+        ? await start("agent", config)
+        : await startComponent("agent", config, { waitReady });
       started.push(agent);
       return agent;
     };
     const agent = await startAgent(agents[0]);
     await agent.waitForLog((l) => l.msg === "relay link up", 20_000);
     const listen = agent.ready.listen as string[];
-    return { pki, relay, connector, agent, listen, startAgent, stop };
+    return { pki, relay, connector, agent, relayAddress, listen, configs, startAgent, stop };
   } catch (error) {
     await stop();
     throw error;
