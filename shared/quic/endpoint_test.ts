@@ -24,8 +24,16 @@ const material = (c: { cert: string; key: string }): TlsMaterial => ({
   ca: enc.encode(ca.cert),
 });
 
-/** Resolves with `value()` once `test()` holds, polling; rejects after `ms`. */
-async function waitFor<T>(what: string, test: () => T | undefined | false, ms = 5000): Promise<T> {
+/**
+ * Resolves with `value()` once `test()` holds, polling; rejects after `ms`. The default is
+ * generous: on a loaded 2-core runner a lost Initial is resent only after PTO backoff
+ * (about 1 s, then 2 s, then 4 s).
+ */
+async function waitFor<T>(
+  what: string,
+  test: () => T | undefined | false,
+  ms = 20_000,
+): Promise<T> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
     const value = test();
