@@ -6,6 +6,8 @@
  *    fairness (the share of its bytes every flow had when the first one was done).
  * 2. 20 downloads whose clients never read: once the relay stops moving bytes, the CPU time
  *    each component spends in 5 s (stalled flows should cost nothing).
+ * 3. 50 uploads into a backend that never reads: the peak growth of each component's RSS
+ *    over 20 s (what flow control lets a flooding client make the path hold).
  *
  * @module
  */
@@ -16,6 +18,7 @@ import {
   listenPort,
   progress,
   round,
+  rssBytes,
   sleep,
   startBenchTunnel,
   writeResult,
@@ -32,18 +35,23 @@ const flood = startTcpServer(async (conn) => {
   const block = new Uint8Array(65_536);
   for (;;) await conn.write(block);
 });
+// A backend that accepts and never reads (its connections stay open until released).
+const sinkReleases: (() => void)[] = [];
+const sink = startTcpServer(() => new Promise<void>((resolve) => sinkReleases.push(resolve)));
 const tunnel = await startBenchTunnel({
   services: {
     echo: [`tcp://127.0.0.1:${echo.port}`],
     flood: [`tcp://127.0.0.1:${flood.port}`],
+    sink: [`tcp://127.0.0.1:${sink.port}`],
   },
   forwards: [
     { listen: "tcp://127.0.0.1:0", service: "echo" },
     { listen: "tcp://127.0.0.1:0", service: "flood" },
+    { listen: "tcp://127.0.0.1:0", service: "sink" },
   ],
 });
 try {
-  const [echoPort, floodPort] = tunnel.listen.map(listenPort);
+  const [echoPort, floodPort, sinkPort] = tunnel.listen.map(listenPort);
 
   // 1. Concurrent echo flows.
   const received = new Array<number>(flows).fill(0);
@@ -109,8 +117,40 @@ try {
   for (const conn of stalled) conn.close();
   const idle = { downloads: 20, stalled_after_s: stalledAfter, cpu_seconds_in_5_s: cpu };
   progress("stalled", idle);
-  await writeResult("tcp_flows", { concurrent, stalled: idle });
+
+  // 3. Uploads into a backend that never reads.
+  const procs3 = [tunnel.relay, tunnel.connector, tunnel.agent];
+  const rssBefore = procs3.map((p) => rssBytes(p.pid));
+  const peak = rssBefore.slice();
+  const uploads = await Promise.all(
+    Array.from({ length: 50 }, () => Deno.connect({ hostname: "127.0.0.1", port: sinkPort })),
+  );
+  let accepted = 0;
+  const block = new Uint8Array(65_536);
+  for (const conn of uploads) {
+    (async () => {
+      for (;;) {
+        const n = await conn.write(block);
+        accepted += n;
+      }
+    })().catch(() => {});
+  }
+  for (let i = 0; i < 20; i++) {
+    await sleep(1000);
+    procs3.forEach((p, j) => peak[j] = Math.max(peak[j], rssBytes(p.pid)));
+  }
+  for (const conn of uploads) conn.close();
+  const flooded = {
+    uploads: 50,
+    mib_accepted_by_the_tunnel: round(accepted / 1048576),
+    rss_growth_mib: Object.fromEntries(
+      procs3.map((p, j) => [p.name, round((peak[j] - rssBefore[j]) / 1048576)]),
+    ),
+  };
+  progress("flooded", flooded);
+  await writeResult("tcp_flows", { concurrent, stalled: idle, flooded });
 } finally {
+  for (const release of sinkReleases) release();
   await tunnel.stop();
-  await Promise.allSettled([echo.close(), flood.close()]);
+  await Promise.allSettled([echo.close(), flood.close(), sink.close()]);
 }
