@@ -7,7 +7,7 @@
  * @module
  */
 import { listenPort, progress, startBenchTunnel, writeResult } from "./bench_util.ts";
-import { startNginxUdp } from "./nginx_udp.ts";
+import { startNginxStream } from "./nginx_stream.ts";
 import { startUdpSink } from "./udp_sink.ts";
 import { runSeries } from "./udp_series.ts";
 
@@ -18,7 +18,7 @@ const tunnel = await startBenchTunnel({
   services: { echo: [`udp://127.0.0.1:${echo.port}`] },
   forwards: [{ listen: "udp://127.0.0.1:0", service: "echo" }],
 });
-const nginx = await startNginxUdp(echo.port);
+const nginx = await startNginxStream("udp", echo.port);
 const rows: Record<string, unknown>[] = [];
 try {
   const targets: Record<string, string> = {

@@ -8,7 +8,7 @@
  * @module
  */
 import { freePort, progress, runPeer, sleep, startPeer, writeResult } from "./bench_util.ts";
-import { startNginxUdp } from "./nginx_udp.ts";
+import { startNginxStream } from "./nginx_stream.ts";
 import { measureMatrixaiStreamEcho } from "./quic_peer.ts";
 import { startUdpSink } from "./udp_sink.ts";
 import { ratesFor, runSeries } from "./udp_series.ts";
@@ -54,7 +54,7 @@ const result: Record<string, unknown> = {};
 // Plain UDP proxy: nginx stream, same generator and sink as the tunnel.
 {
   const sink = startUdpSink();
-  const nginx = await startNginxUdp(sink.port);
+  const nginx = await startNginxStream("udp", sink.port);
   try {
     const series = await runSeries({
       target: `127.0.0.1:${nginx.port}`,

@@ -22,6 +22,7 @@ import {
   startPeer,
   writeResult,
 } from "./bench_util.ts";
+import { startNginxStream } from "./nginx_stream.ts";
 
 const seconds = Number(Deno.args.find((a) => a.startsWith("--seconds="))?.slice(10) ?? 4);
 const only = Deno.args.find((a) => a.startsWith("--only="))?.slice(7).split(",") ?? null;
@@ -53,7 +54,9 @@ try {
     limits: { flows_per_connection: 4096 },
   });
   cleanups.unshift(() => tunnel.stop());
-  const nginxPort = await startNginxTcp(iperfPorts.nginx, cleanups);
+  const nginx = await startNginxStream("tcp", iperfPorts.nginx);
+  cleanups.unshift(() => nginx.stop());
+  const nginxPort = nginx.port;
   const stunnelPort = await startStunnelPair(iperfPorts.stunnel, tunnel.pki.dir, cleanups);
   const paths: Record<string, number> = {
     direct: iperfPorts.direct,
@@ -174,33 +177,6 @@ async function timeToFirstByte(port: number, clientFirst = true, ms = 10_000): P
       // Closed by the timer.
     }
   }
-}
-
-/** nginx `stream` TCP proxy in front of `backendPort`; returns its port. */
-async function startNginxTcp(backendPort: number, cleanups: (() => Promise<void>)[]) {
-  const dir = await Deno.makeTempDir({ prefix: "ztna-bench-nginx-" });
-  const port = freePort();
-  await Deno.writeTextFile(
-    join(dir, "nginx.conf"),
-    `load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-worker_processes 1;
-daemon off;
-pid ${join(dir, "nginx.pid")};
-error_log ${join(dir, "error.log")} warn;
-events { worker_connections 4096; }
-stream {
-  server { listen 127.0.0.1:${port}; proxy_pass 127.0.0.1:${backendPort}; }
-}
-`,
-  );
-  await runPeer("nginx", ["-t", "-q", "-p", dir, "-c", join(dir, "nginx.conf")]);
-  const proc = startPeer("nginx", ["-p", dir, "-c", join(dir, "nginx.conf")]);
-  cleanups.unshift(async () => {
-    await proc.kill();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  });
-  await sleep(300);
-  return port;
 }
 
 /** stunnel4 server (TLS → backend) and client (plain → TLS); returns the client's port. */

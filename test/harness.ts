@@ -121,6 +121,10 @@ export async function startComponent(
   // Profiling hook for performance work: ZTNA_CPU_PROF_DIR=/tmp/prof writes V8 CPU profiles.
   const profileDir = Deno.env.get("ZTNA_CPU_PROF_DIR");
   if (profileDir) denoArgs.splice(1, 0, "--cpu-prof", `--cpu-prof-dir=${profileDir}`);
+  // ZTNA_V8_FLAGS=--max-old-space-size=40 runs the components with those V8 flags (the
+  // soak uses it to tell V8's own memory growth from a leak).
+  const v8Flags = Deno.env.get("ZTNA_V8_FLAGS");
+  if (v8Flags) denoArgs.splice(1, 0, `--v8-flags=${v8Flags}`);
   const proc = await spawnLogged(component, denoArgs, {
     waitReady,
     timeoutMs,

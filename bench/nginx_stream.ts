@@ -1,5 +1,5 @@
 /**
- * The plain-proxy peer for UDP: nginx's `stream` module proxying one loopback port to a
+ * The plain-proxy peer: nginx's `stream` module proxying one loopback port (UDP or TCP) to a
  * backend, one worker process, no encryption. The process is always stopped by `stop()`.
  *
  * @module
@@ -7,12 +7,13 @@
 import { join } from "node:path";
 import { freePort, runPeer, sleep, startPeer } from "./bench_util.ts";
 
-/** nginx `stream` UDP proxy (one worker) in front of `backendPort`. */
-export async function startNginxUdp(
+/** nginx `stream` proxy (one worker) of `transport` in front of `backendPort`. */
+export async function startNginxStream(
+  transport: "udp" | "tcp",
   backendPort: number,
 ): Promise<{ port: number; stop(): Promise<void> }> {
   const dir = await Deno.makeTempDir({ prefix: "ztna-bench-nginx-" });
-  const port = freePort("udp");
+  const port = freePort(transport);
   const conf = `
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 worker_processes 1;
@@ -22,7 +23,7 @@ error_log ${join(dir, "error.log")} warn;
 events { worker_connections 4096; }
 stream {
   server {
-    listen 127.0.0.1:${port} udp;
+    listen 127.0.0.1:${port}${transport === "udp" ? " udp" : ""};
     proxy_pass 127.0.0.1:${backendPort};
     proxy_timeout 30s;
   }
