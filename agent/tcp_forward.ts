@@ -195,7 +195,10 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
       streamFinished: read.fin,
       onEnd(result) {
         metrics.flowsActive.dec({ protocol: "tcp" });
-        logger.debug("tcp flow ended", {
+        // Broken chunk framing from the relay is a rejected input: counted and logged.
+        const malformed = result.reason === "protocol_violation";
+        if (malformed) metrics.drops.inc({ reason: "malformed_stream" });
+        logger[malformed ? "warn" : "debug"]("tcp flow ended", {
           service: flow.service,
           flow: streamId,
           reason: result.reason,

@@ -204,7 +204,10 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
       onEnd(end) {
         bySession.get(session)?.delete(streamId);
         metrics.flowsActive.dec({ protocol: "tcp" });
-        logger.debug("tcp flow ended", {
+        // Broken chunk framing from the relay is a rejected input: counted and logged.
+        const malformed = end.reason === "protocol_violation";
+        if (malformed) metrics.drops.inc({ reason: "malformed_stream" });
+        logger[malformed ? "warn" : "debug"]("tcp flow ended", {
           service,
           flow: streamId,
           reason: end.reason,
