@@ -8,10 +8,11 @@
  */
 import { formatHostPort, type ServiceUrl } from "../shared/config/address.ts";
 import type { Logger } from "../shared/log.ts";
-import { END_CHUNK, StreamCode } from "../shared/protocol/stream_header.ts";
+import { StreamCode } from "../shared/protocol/stream_header.ts";
 import type { RelaySession } from "../shared/relay_link.ts";
 import {
   createStreamHeaderReader,
+  finishStream,
   type PendingWrite,
   type StreamHeaderReader,
   writeStreamHeader,
@@ -173,14 +174,8 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
         reason: answer.reason,
         detail: answer.message,
       });
-      // Our FIN lets both sides forget the stream; without room for it, a reset does.
-      try {
-        if (session.conn.streamWrite(streamId, END_CHUNK, true) < END_CHUNK.length) {
-          session.conn.streamReset(streamId, StreamCode.GOING_AWAY);
-        }
-      } catch {
-        // Already reset.
-      }
+      // Our FIN lets both sides forget the stream.
+      finishStream(session.conn, streamId);
       return end(session, streamId);
     }
     clearTimeout(flow.timer);

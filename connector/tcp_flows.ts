@@ -50,11 +50,8 @@ export interface ConnectorTcpFlows {
   sessionDown(session: RelaySession): void;
   /** Live TCP flows (connecting and open). */
   count(): number;
-  /**
-   * After a services reload: ends open flows whose service lost its TCP backend or now names
-   * another one; returns how many.
-   */
-  endRemoved(): number;
+  /** After a services reload: ends open flows whose service lost its TCP backend or moved. */
+  endRemoved(): void;
 }
 
 type Entry =
@@ -274,7 +271,6 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
       }
     },
     endRemoved() {
-      let ended = 0;
       for (const flows of bySession.values()) {
         for (const entry of [...flows.values()]) {
           if (entry.state !== "open") continue;
@@ -282,10 +278,8 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
           if (now?.host === entry.url.host && now.port === entry.url.port) continue;
           logger.info("tcp flow closed: service removed", { service: entry.service });
           entry.pipe.abort(StreamCode.GOING_AWAY);
-          ended++;
         }
       }
-      return ended;
     },
     count() {
       let n = 0;

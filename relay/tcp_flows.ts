@@ -10,7 +10,6 @@ import type { Logger } from "../shared/log.ts";
 import type { RefusedReason } from "../shared/protocol/control.ts";
 import {
   encodeStreamHeader,
-  END_CHUNK,
   type StreamAnswer,
   StreamCode,
   type StreamHeader,
@@ -18,6 +17,7 @@ import {
 import type { QuicConnection } from "../shared/quic/mod.ts";
 import {
   createStreamHeaderReader,
+  finishStream,
   type PendingWrite,
   type StreamHeaderReader,
   writeStreamHeader,
@@ -218,13 +218,7 @@ export function createTcpFlows<P extends StreamPeer>(
     if (fin) flow.connectorOpen = false;
     if (answer.type === "refused") {
       // The connector FINs after `refused`; ours goes after it so both ends close cleanly.
-      try {
-        if (connector.conn.streamWrite(flow.connectorStream, END_CHUNK, true) < END_CHUNK.length) {
-          connector.conn.streamReset(flow.connectorStream, StreamCode.GOING_AWAY);
-        }
-      } catch {
-        flow.connectorOpen = false;
-      }
+      if (!finishStream(connector.conn, flow.connectorStream)) flow.connectorOpen = false;
       return refuse(flow, answer.reason, answer.message);
     }
     flow.state = "open";

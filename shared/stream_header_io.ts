@@ -12,6 +12,8 @@ import { ProtocolError } from "./protocol/control.ts";
 import {
   createStreamHeaderDecoder,
   encodeStreamHeader,
+  END_CHUNK,
+  StreamCode,
   type StreamHeader,
 } from "./protocol/stream_header.ts";
 
@@ -119,4 +121,20 @@ export function writeStreamHeader(
       return rest === null;
     },
   };
+}
+
+/**
+ * Ends our side of a stream whose answer ended the flow (after a `refused`): the end chunk
+ * with the FIN, or a reset when the stream has no room for it now. Returns false when the
+ * stream is already gone (stopped or reset by the peer).
+ */
+export function finishStream(conn: QuicConnection, streamId: number): boolean {
+  try {
+    if (conn.streamWrite(streamId, END_CHUNK, true) < END_CHUNK.length) {
+      conn.streamReset(streamId, StreamCode.GOING_AWAY);
+    }
+    return true;
+  } catch {
+    return false;
+  }
 }

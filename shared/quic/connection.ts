@@ -438,8 +438,7 @@ function wakeBlockedStreams(state: ConnectionState): number {
       state.wakeOwed -= size - visits;
       // No packet may come to trigger the next pass.
       if (visits > 0 && state.wakeOwed > 0) {
-        state.streamEventsVisited = STREAM_EVENTS_BUSY;
-        dispatchStreamEvents(state);
+        state.streamTimer ??= setTimeout(state.streamEventsNow, STREAM_EVENTS_INTERVAL_MS);
       }
       return size - visits;
     }
