@@ -449,6 +449,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       service,
       protocol,
       flow: connectorFlow,
+      agent: agent.identity,
     });
   }
 

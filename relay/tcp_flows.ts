@@ -28,6 +28,8 @@ import { type Splice, spliceStreams } from "./stream_splice.ts";
 /** What the TCP flow table needs to know about a session. */
 export interface StreamPeer {
   readonly conn: QuicConnection;
+  /** The authenticated identity (agent identities go to the connector in `open`). */
+  readonly identity: string;
   readonly log: Logger;
 }
 
@@ -195,6 +197,7 @@ export function createTcpFlows<P extends StreamPeer>(
       service: header.service,
       protocol: "tcp",
       flow: streamId,
+      agent: flow.agent.identity,
     });
     if (write === null) return refuse(flow, "unavailable", "connector refused the stream");
     flow.connector = connector;

@@ -69,6 +69,11 @@ export const openSchema = z.strictObject({
   service: serviceNameSchema,
   protocol: serviceProtocolSchema,
   flow: uint.optional(),
+  /**
+   * The agent identity the flow is for; set by the relay towards a connector, so that the
+   * connector can bound what one identity holds of its sockets.
+   */
+  agent: z.string().min(1).max(256).optional(),
 });
 /** `opened`: the flow for request `id`. */
 export const openedSchema = z.strictObject({ type: z.literal("opened"), id: uint, flow: uint });

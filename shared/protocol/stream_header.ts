@@ -28,6 +28,8 @@ export const streamOpenSchema = z.strictObject({
   protocol: z.literal("tcp"),
   /** The flow id on the receiving connection; set by the relay towards a connector. */
   flow: uint.optional(),
+  /** The agent identity the flow is for; set by the relay towards a connector. */
+  agent: z.string().min(1).max(256).optional(),
 });
 /** `opened`: the backend is connected; payload follows. `flow` is the receiver's flow id. */
 export const streamOpenedSchema = z.strictObject({
