@@ -12,7 +12,7 @@ import { createFlowDatagrams, type FlowDatagrams } from "../shared/flow_datagram
 import { type Logger, rateLimitedLog } from "../shared/log.ts";
 import { createBackoff } from "../shared/backoff.ts";
 import type { ControlMessage } from "../shared/protocol/control.ts";
-import type { TlsMaterial } from "../shared/quic/mod.ts";
+import type { HandlerErrorReporter, TlsMaterial } from "../shared/quic/mod.ts";
 import { type RelaySession, runRelayLink } from "../shared/relay_link.ts";
 import { openUdpSocket, type UdpSocket, type UdpTarget, udpTarget } from "../shared/udp_socket.ts";
 import type { AgentMetrics } from "./metrics.ts";
@@ -65,6 +65,8 @@ export interface AgentDeps {
   logger: Logger;
   metrics: AgentMetrics;
   tls: TlsMaterial;
+  /** Told about exceptions from relay-connection handlers (each closes its connection). */
+  onHandlerError?: HandlerErrorReporter;
   /** Called whenever a relay session comes up. */
   onConnected?: () => void;
 }
@@ -278,6 +280,7 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     logger,
     backoff: createBackoff({ baseMs: config.reconnect.base_ms, maxMs: config.reconnect.max_ms }),
     onReconnect: () => metrics.reconnects.inc(),
+    onHandlerError: deps.onHandlerError,
     handlers: {
       onUp(up) {
         session = up;

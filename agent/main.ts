@@ -17,6 +17,7 @@ runComponent({
   start: (config, { logger, tls, ops }) =>
     startAgent(config, {
       logger,
+      onHandlerError: ops.onHandlerError,
       tls,
       metrics: createAgentMetrics(ops.registry),
       onConnected: () => ops.ready(),

@@ -11,12 +11,14 @@ import { createFlowDatagrams, type FlowDatagrams } from "../shared/flow_datagram
 import { type Logger, rateLimitedLog } from "../shared/log.ts";
 import { createBackoff } from "../shared/backoff.ts";
 import type { ControlMessage, OpenMessage, ServiceProtocol } from "../shared/protocol/control.ts";
-import type { TlsMaterial } from "../shared/quic/mod.ts";
+import type { HandlerErrorReporter, TlsMaterial } from "../shared/quic/mod.ts";
 import { type RelaySession, runRelayLink } from "../shared/relay_link.ts";
 import { runRelayPool } from "../shared/relay_pool.ts";
-import { resolveHost } from "../shared/resolve_host.ts";
+import { resolveAll } from "../shared/resolve_host.ts";
 import { netPermitted } from "../shared/sandbox.ts";
 import { openUdpSocket, type UdpSocket, type UdpTarget, udpTarget } from "../shared/udp_socket.ts";
+import { backendBindAddress, type BindChoice } from "./bind_address.ts";
+import { createFlowLimits, type FlowLimit, isOutOfFiles } from "./flow_limits.ts";
 import type { ConnectorMetrics } from "./metrics.ts";
 import { createConnectorTcpFlows } from "./tcp_flows.ts";
 
@@ -28,6 +30,8 @@ interface BackendFlow {
   socket: UdpSocket;
   target: UdpTarget;
   lastActive: number;
+  /** The agent identity whose budget the flow counts against. */
+  agent: string | undefined;
 }
 
 /** Per-relay state. */
@@ -64,6 +68,8 @@ export interface ConnectorDeps {
   logger: Logger;
   metrics: ConnectorMetrics;
   tls: TlsMaterial;
+  /** Told about exceptions from relay-connection handlers (each closes its connection). */
+  onHandlerError?: HandlerErrorReporter;
   /** Called whenever a relay accepts our registration. */
   onRegistered?: () => void;
 }
@@ -80,6 +86,45 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
   let draining = false;
   let services = config.services;
   let offers = offersOf(services);
+  const limits = createFlowLimits({
+    flowsPerAgent: config.limits.flows_per_agent,
+    maxFlows: config.limits.max_flows,
+  });
+  // Backend names resolve through `hosts` (filled by the launcher): a lookup of our own
+  // would need the sandbox to grant the bare name, i.e. every port of that host.
+  const addressesOf = (host: string): Promise<string[]> =>
+    Promise.resolve(config.hosts[host] ?? resolveAll(host));
+  // One bind choice per backend address: the interface list is read once, not per flow.
+  const binds = new Map<string, BindChoice>();
+  const bindFor = (backend: string, service: string): string => {
+    let choice = binds.get(backend);
+    if (choice === undefined) {
+      choice = backendBindAddress(backend);
+      binds.set(backend, choice);
+      const fields = { service, backend, bind: choice.address, reason: choice.reason };
+      if (choice.reason === "ambiguous") {
+        logger.warn(
+          "backend bind address: several interfaces could route; binding the wildcard",
+          fields,
+        );
+      } else logger.info("backend bind address", fields);
+    }
+    return choice.address;
+  };
+  /** Counts and logs (rate-limited) one refused open; returns the refusal's message. */
+  const limitHit = (limit: FlowLimit, agent: string | undefined, service: string): string => {
+    metrics.limitHits.inc({ limit });
+    limitLog(
+      `limit:${limit}`,
+      (suppressed) =>
+        logger.warn("flow refused: limit reached", { limit, agent, service, suppressed }),
+    );
+    return limit === "open_files"
+      ? "connector is out of file descriptors"
+      : `at most ${config.limits[limit]} ${
+        limit === "max_flows" ? "flows on this connector" : "flows per agent on this connector"
+      }`;
+  };
   // TCP flows arrive as streams the relay opens; their table lives in tcp_flows.ts.
   const tcp = createConnectorTcpFlows({
     backend: (service) => services[service]?.find((u) => u.protocol === "tcp"),
@@ -89,6 +134,9 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     permitted: (url) => netPermitted(url.host, url.port),
     circuit: config.circuit,
     connectTimeoutMs: config.connect_timeout_ms,
+    resolve: async (host) => (await addressesOf(host))[0],
+    limits,
+    limitHit,
     draining: () => draining,
     logger,
     metrics,
@@ -117,6 +165,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
         maxMs: config.reconnect.max_ms,
       }),
       onReconnect: () => metrics.reconnects.inc(),
+      onHandlerError: deps.onHandlerError,
       handlers: {
         onUp(session) {
           const state: RelayState = {
@@ -208,7 +257,6 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
 
   async function openFlow(state: RelayState, message: OpenMessage): Promise<void> {
     const { id, service, protocol } = message;
-    const flowId = message.flow ?? id;
     const url = services[service]?.find((u) => u.protocol === protocol);
     if (url === undefined) {
       state.session.send({
@@ -253,7 +301,46 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
       });
       return;
     }
-    const backendHost = await resolveHost(url.host);
+    const { agent } = message;
+    const limit = limits.acquire(agent);
+    if (limit !== null) {
+      state.session.send({
+        type: "refused",
+        id,
+        reason: "limit",
+        message: limitHit(limit, agent, service),
+      });
+      return;
+    }
+    try {
+      await openBackendSocket(state, message, url.host, url.port);
+    } catch (error) {
+      limits.release(agent);
+      if (!isOutOfFiles(error)) throw error;
+      state.session.send({
+        type: "refused",
+        id,
+        reason: "limit",
+        message: limitHit("open_files", agent, service),
+      });
+    }
+  }
+
+  async function openBackendSocket(
+    state: RelayState,
+    message: OpenMessage,
+    host: string,
+    port: number,
+  ): Promise<void> {
+    const { id, service, protocol, agent } = message;
+    const flowId = message.flow ?? id;
+    const url = { host, port };
+    const backendHost = (await addressesOf(host))[0];
+    // The relay session may have ended during the lookup: nothing would close this flow.
+    if (!relays.has(state)) {
+      limits.release(agent);
+      return;
+    }
     const target = udpTarget(backendHost, url.port);
     const flow: BackendFlow = {
       id: flowId,
@@ -261,10 +348,11 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
       protocol,
       target,
       lastActive: Date.now(),
+      agent,
       socket: undefined as unknown as UdpSocket,
     };
     flow.socket = openUdpSocket({
-      host: backendHost.includes(":") ? "::" : "0.0.0.0",
+      host: bindFor(backendHost, service),
       port: 0,
       onPacket(data, from) {
         // Only the backend may answer: anything else on this socket is injected traffic.
@@ -318,6 +406,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
   function endFlow(state: RelayState, flow: BackendFlow, notify: boolean, reason = "idle"): void {
     if (!state.flows.delete(flow.id)) return;
     flow.socket.close();
+    limits.release(flow.agent);
     state.datagrams.dropFlow(flow.id);
     metrics.flowsActive.dec({ protocol: flow.protocol });
     if (notify) state.session.send({ type: "close", flow: flow.id, reason });

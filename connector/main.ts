@@ -18,6 +18,7 @@ runComponent({
   start: (config, { logger, tls, ops }) =>
     startConnector(config, {
       logger,
+      onHandlerError: ops.onHandlerError,
       tls,
       metrics: createConnectorMetrics(ops.registry),
       onRegistered: () => ops.ready(),
@@ -25,7 +26,7 @@ runComponent({
   reload(next, connector, logger) {
     // Validate everything before changing anything: TLS files, sandbox scope.
     const nextTls = readTlsFiles(next.tls);
-    assertBackendsReachable(next.services);
+    assertBackendsReachable(next.services, next.hosts);
     connector.setTls(nextTls);
     connector.setServices(next.services);
     logger.info("reloaded: services applied; new certificates apply to the next relay dials");

@@ -18,6 +18,7 @@ runComponent({
     const relay = startRelay(config, {
       logger,
       tls,
+      onHandlerError: ops.onHandlerError,
       metrics: (sources) => createRelayMetrics(ops.registry, sources),
     });
     ops.ready();

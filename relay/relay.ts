@@ -19,11 +19,12 @@ import type {
   RefusedReason,
   ServiceProtocol,
 } from "../shared/protocol/control.ts";
-import { PROTOCOL_VERSION } from "../shared/protocol/control.ts";
+import { PRE_AUTH_MAX_FRAME_BYTES, PROTOCOL_VERSION } from "../shared/protocol/control.ts";
 import { parseDatagram, rewriteFlow } from "../shared/protocol/datagram.ts";
 import {
   CloseCode,
   describeClose,
+  type HandlerErrorReporter,
   handshakeFailureReason,
   type QuicConnection,
   type QuicServer,
@@ -114,6 +115,8 @@ export interface RelayDeps {
   logger: Logger;
   metrics: (sources: RelayMetricSources) => RelayMetrics;
   tls: TlsMaterial;
+  /** Told about exceptions from connection handlers (each closes its connection). */
+  onHandlerError?: HandlerErrorReporter;
 }
 
 const OPEN_TIMEOUT_MS = 5000;
@@ -149,6 +152,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       return refusal === null;
     },
     onConnection: accept,
+    onHandlerError: deps.onHandlerError,
   });
   const metrics = deps.metrics({
     packetDrops: () => ({ ...server.counters.drops }),
@@ -165,20 +169,45 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     openTimeoutMs: OPEN_TIMEOUT_MS,
   });
 
+  /**
+   * Installs the one set of handlers a connection gets: events reach its session once the
+   * handshake made one (a peer may open streams before that: they are refused).
+   */
   function accept(conn: QuicConnection): void {
+    let session: Session | null = null;
     conn.setHandlers({
       onEstablished() {
         const identity = identityFromCertificate(conn.peerCertificate());
         // With token auth the identity comes with `hello`; until then the session has none.
-        if (identity === null && auth.mode === "token") return startSession(conn, "");
+        if (identity === null && auth.mode === "token") {
+          session = startSession(conn, "");
+          return;
+        }
         if (identity === null) {
           metrics.authFailures.inc({ reason: "no_identity" });
           conn.close(CloseCode.FORBIDDEN, "certificate carries no identity");
           return;
         }
-        startSession(conn, identity);
+        session = startSession(conn, identity);
+      },
+      onDatagram(frame) {
+        if (session !== null) forwardDatagram(session, frame);
+      },
+      onStreamReadable(streamId) {
+        if (session === null) return conn.streamReset(streamId, CloseCode.PROTOCOL_VIOLATION);
+        if (streamId === CONTROL_STREAM_ID) session.channel.readable();
+        else if (session.role === "agent") tcp.agentReadable(session, streamId);
+        else if (session.role === "connector") tcp.connectorReadable(session, streamId);
+        else conn.streamReset(streamId, CloseCode.PROTOCOL_VIOLATION);
+      },
+      onStreamWritable(streamId) {
+        if (session === null) return;
+        if (streamId === CONTROL_STREAM_ID) session.channel.writable();
+        else if (session.role === "agent") tcp.agentWritable(session, streamId);
+        else if (session.role === "connector") tcp.connectorWritable(session, streamId);
       },
       onClosed(info) {
+        if (session !== null) return endSession(session, describeClose(info, "closed"));
         if (!info.established) {
           metrics.handshakeFailures.inc({ reason: handshakeFailureReason(info) });
           logger.debug("handshake failed", {
@@ -190,7 +219,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     });
   }
 
-  function startSession(conn: QuicConnection, identity: string): void {
+  function startSession(conn: QuicConnection, identity: string): Session {
     const log = logger.child({ conn: conn.id, identity });
     const session: Session = {
       conn,
@@ -211,26 +240,14 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     };
     session.channel = createControlChannel(conn, {
       maxFrameBytes: config.limits.max_frame_bytes,
+      // Until `hello` is accepted the peer is nobody: it may not make us buffer 64 KiB.
+      initialMaxFrameBytes: Math.min(PRE_AUTH_MAX_FRAME_BYTES, config.limits.max_frame_bytes),
       onMessage: (message) => onControl(session, message),
       onProtocolError: (reason, detail) => violation(session, reason, detail),
     });
     sessions.add(session);
-    conn.setHandlers({
-      onDatagram: (frame) => forwardDatagram(session, frame),
-      onStreamReadable(streamId) {
-        if (streamId === CONTROL_STREAM_ID) session.channel.readable();
-        else if (session.role === "agent") tcp.agentReadable(session, streamId);
-        else if (session.role === "connector") tcp.connectorReadable(session, streamId);
-        else conn.streamReset(streamId, CloseCode.PROTOCOL_VIOLATION);
-      },
-      onStreamWritable(streamId) {
-        if (streamId === CONTROL_STREAM_ID) session.channel.writable();
-        else if (session.role === "agent") tcp.agentWritable(session, streamId);
-        else if (session.role === "connector") tcp.connectorWritable(session, streamId);
-      },
-      onClosed: (info) => endSession(session, describeClose(info, "closed")),
-    });
     if (draining) conn.close(CloseCode.GOING_AWAY, "relay draining");
+    return session;
   }
 
   function violation(session: Session, reason: string, detail: string): void {
@@ -296,6 +313,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         });
       }
       session.role = message.role;
+      session.channel.setMaxFrameBytes(config.limits.max_frame_bytes);
       metrics.connectionsAccepted.inc({ role: message.role });
       metrics.connectionsActive.inc({ role: message.role });
       session.channel.send({

@@ -9,7 +9,7 @@ import type { Logger } from "./log.ts";
 import { createLifecycleMetrics, type LifecycleMetrics } from "./ops/lifecycle_metrics.ts";
 import { createMetricsRegistry } from "./ops/metrics.ts";
 import { type OpsListener, startOpsListener } from "./ops/ops_listener.ts";
-import type { TlsMaterial } from "./quic/mod.ts";
+import type { HandlerErrorReporter, TlsMaterial } from "./quic/mod.ts";
 import { readTlsFiles, type TlsPaths } from "./tls_files.ts";
 import type { Registry } from "prom-client";
 import { Counter } from "prom-client";
@@ -32,6 +32,12 @@ export interface ComponentOps {
   readonly lifecycle: LifecycleMetrics;
   /** SIGHUP reloads by result (`applied`, `rejected`). */
   readonly reloads: Counter<"result">;
+  /**
+   * For every QUIC endpoint of the component: logs a handler's exception with the
+   * connection id, counts it in `ztna_<component>_handler_errors_total{where}`; the endpoint
+   * then closes that connection with INTERNAL.
+   */
+  readonly onHandlerError: HandlerErrorReporter;
   /** The ops listener's bound address (`host:port`), or null when metrics are off. */
   readonly address: string | null;
   /** Marks the component ready (first time: records the startup duration). */
@@ -78,6 +84,20 @@ export function startComponentOps(options: ComponentOpsOptions): ComponentOps {
     labelNames: ["result"],
     registers: [registry],
   });
+  const handlerErrors = new Counter({
+    name: `${prefix}handler_errors_total`,
+    help: "Exceptions in connection handlers, by entry point; each closed its connection.",
+    labelNames: ["where"],
+    registers: [registry],
+  });
+  const onHandlerError: HandlerErrorReporter = (conn, error, where) => {
+    handlerErrors.inc({ where });
+    logger.error("connection handler failed: closing the connection", {
+      conn: conn.id,
+      where,
+      error,
+    });
+  };
   // Both series exist from the start, so a rate() over them is defined before the first reload.
   for (const result of ["applied", "rejected"]) reloads.inc({ result }, 0);
   let listener: OpsListener | null = null;
@@ -95,6 +115,7 @@ export function startComponentOps(options: ComponentOpsOptions): ComponentOps {
     registry,
     lifecycle,
     reloads,
+    onHandlerError,
     address: listener
       ? formatHostPort({ host: listener.addr.hostname, port: listener.addr.port })
       : null,

@@ -63,6 +63,7 @@ export function runComponent<C extends BaseConfig, I extends ComponentInstance>(
   const { component, schema } = spec;
   const config = loadConfigOrExit(schema, component);
   const logger = createLogger(component, { level: config.log_level });
+  exitOnUncaughtError(logger);
   // Before anything binds: a sandbox wider than the config needs is reported (or refused).
   checkSandbox({
     component,
@@ -98,4 +99,30 @@ export function runComponent<C extends BaseConfig, I extends ComponentInstance>(
   });
 
   logger.info("ready", { ...spec.readyFields(config, instance), metrics: ops.address });
+}
+
+/**
+ * Exit status after an exception no handler caught (EX_SOFTWARE): the process state is
+ * unknown, so it stops, and the supervisor restarts it.
+ */
+export const UNCAUGHT_ERROR_EXIT = 70;
+
+/**
+ * Logs an uncaught exception or unhandled rejection as one JSON line and exits with
+ * {@linkcode UNCAUGHT_ERROR_EXIT}. Connection handlers never get here (the QUIC endpoint
+ * contains their errors); this is the last line for everything else.
+ */
+function exitOnUncaughtError(logger: Logger): void {
+  const exit = (kind: string, error: unknown) => {
+    logger.error(`${kind}: exiting`, { error, exit_code: UNCAUGHT_ERROR_EXIT });
+    Deno.exit(UNCAUGHT_ERROR_EXIT);
+  };
+  globalThis.addEventListener("error", (event) => {
+    event.preventDefault();
+    exit("uncaught exception", event.error);
+  });
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    exit("unhandled rejection", event.reason);
+  });
 }

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { QuicConnection } from "./quic/mod.ts";
+import { type QuicConnection, StreamGoneError } from "./quic/mod.ts";
 import {
   type ControlMessage,
   createControlDecoder,
@@ -16,20 +16,32 @@ import {
 /** The stream id of the control stream: the client's first bidirectional stream. */
 export const CONTROL_STREAM_ID = 0;
 
+/** Why a control channel failed. */
+export type ControlChannelFailure =
+  | ProtocolErrorReason
+  | "send_buffer_full"
+  | "control_stream_closed";
+
 /** Options for {@linkcode createControlChannel}. */
 export interface ControlChannelOptions {
   /** Every decoded, schema-valid message, in order. */
   onMessage: (message: ControlMessage) => void;
   /**
-   * The peer sent something that is not a valid control frame; the channel is dead and
-   * the caller should close the connection with a protocol-violation code.
+   * The channel is dead: the peer sent something that is not a valid control frame, or it
+   * finished, reset or stopped the control stream (`control_stream_closed`). The caller
+   * should close the connection with a protocol-violation code. Never called twice.
    */
-  onProtocolError: (reason: ProtocolErrorReason | "send_buffer_full", detail: string) => void;
+  onProtocolError: (reason: ControlChannelFailure, detail: string) => void;
   /**
    * Largest frame accepted or sent.
    * @default {65536}
    */
   maxFrameBytes?: number;
+  /**
+   * Largest frame accepted from the peer until {@linkcode ControlChannel.setMaxFrameBytes}
+   * raises it (e.g. once the peer authenticated); `maxFrameBytes` when absent.
+   */
+  initialMaxFrameBytes?: number;
   /**
    * Outgoing bytes buffered while the stream has no capacity before the channel fails.
    * @default {1048576}
@@ -39,8 +51,14 @@ export interface ControlChannelOptions {
 
 /** A control channel bound to one connection. */
 export interface ControlChannel {
-  /** Queues a message; returns false when the channel has failed. */
+  /**
+   * Queues a message; returns false when the channel has failed. Never throws: a stream the
+   * peer stopped fails the channel (reported through `onProtocolError`), so a caller looping
+   * over many peers (a policy reload, an announcement) reaches all of them.
+   */
   send(message: ControlMessage): boolean;
+  /** Changes the largest frame accepted from the peer (raised once it authenticated). */
+  setMaxFrameBytes(maxFrameBytes: number): void;
   /** Call from the connection's `onStreamReadable` for the control stream. */
   readable(): void;
   /** Call from the connection's `onStreamWritable` for the control stream. */
@@ -71,22 +89,33 @@ export function createControlChannel(
   options: ControlChannelOptions,
 ): ControlChannel {
   const { onMessage, onProtocolError, maxFrameBytes = 65_536, maxPendingBytes = 1 << 20 } = options;
-  const decoder = createControlDecoder({ maxFrameBytes });
+  const decoder = createControlDecoder({
+    maxFrameBytes: options.initialMaxFrameBytes ?? maxFrameBytes,
+  });
   const readBuffer = sharedReadBuffer;
   const pending: Uint8Array[] = [];
   let pendingBytes = 0;
   let failed = false;
 
-  function fail(reason: ProtocolErrorReason | "send_buffer_full", detail: string): void {
+  function fail(reason: ControlChannelFailure, detail: string): void {
     if (failed) return;
     failed = true;
     onProtocolError(reason, detail);
   }
 
   function flushPending(): void {
-    while (pending.length > 0) {
+    while (pending.length > 0 && !failed) {
       const head = pending[0];
-      const written = conn.streamWrite(CONTROL_STREAM_ID, head);
+      let written: number;
+      try {
+        written = conn.streamWrite(CONTROL_STREAM_ID, head);
+      } catch (error) {
+        if (!(error instanceof StreamGoneError)) throw error;
+        pending.length = 0;
+        pendingBytes = 0;
+        fail("control_stream_closed", error.message);
+        return;
+      }
       pendingBytes -= written;
       if (written < head.length) {
         pending[0] = head.subarray(written);
@@ -107,12 +136,19 @@ export function createControlChannel(
         return false;
       }
       flushPending();
-      return true;
+      return !failed;
+    },
+    setMaxFrameBytes(value) {
+      decoder.maxFrameBytes = value;
     },
     readable() {
       while (!failed) {
         const read = conn.streamRead(CONTROL_STREAM_ID, readBuffer);
         if (read === null) return;
+        if (read.resetCode !== undefined) {
+          fail("control_stream_closed", `control stream reset by peer (code ${read.resetCode})`);
+          return;
+        }
         let messages: ControlMessage[];
         try {
           messages = decoder.push(readBuffer.subarray(0, read.bytes));
@@ -128,7 +164,7 @@ export function createControlChannel(
           onMessage(message);
         }
         if (read.fin) {
-          fail("invalid_message", "control stream closed by peer");
+          fail("control_stream_closed", "control stream finished by peer");
           return;
         }
       }

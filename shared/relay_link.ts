@@ -15,6 +15,7 @@ import {
   type CloseInfo,
   connectQuic,
   describeClose,
+  type HandlerErrorReporter,
   type HostPort,
   type QuicConnection,
   type TlsMaterial,
@@ -73,6 +74,8 @@ export interface RelayLinkOptions {
   backoff?: Backoff;
   /** Counts each redial after the first connection attempt. */
   onReconnect?: () => void;
+  /** Told about exceptions from the connection's handlers (each closes the connection). */
+  onHandlerError?: HandlerErrorReporter;
 }
 
 /**
@@ -123,6 +126,7 @@ function runSession(
         serverName: options.serverName,
         tls: options.tls(),
         idleTimeoutMs,
+        onHandlerError: options.onHandlerError,
       });
     } catch (error) {
       resolve(`dial failed: ${error instanceof Error ? error.message : String(error)}`);

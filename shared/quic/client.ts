@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import {
   createConnectionState,
-  flushConnection,
+  type HandlerErrorReporter,
   type QuicConnection,
   receivePacket,
 } from "./connection.ts";
@@ -26,6 +26,8 @@ export interface QuicClientOptions extends TransportOptions {
    * Local address to bind; the unspecified address of the server's family when absent.
    */
   bindHost?: string;
+  /** Told about exceptions from the connection's handlers (each closes the connection). */
+  onHandlerError?: HandlerErrorReporter;
 }
 
 /**
@@ -43,13 +45,13 @@ export function connectQuic(options: QuicClientOptions): QuicConnection {
   const { server, serverName } = options;
   const bindHost = options.bindHost ?? (server.host.includes(":") ? "::" : "0.0.0.0");
   const config = createQuicConfig(options.tls, options);
-  let deliver: (packet: Uint8Array) => void = () => {};
+  let deliver: (packet: Uint8Array, from: Deno.NetAddr) => void = () => {};
   const socket = openUdpSocket({
     host: bindHost,
     port: 0,
     onPacket(packet, from) {
       // Only the server may talk to this socket; anything else is injected traffic.
-      if (from.port === server.port && from.hostname === server.host) deliver(packet);
+      if (from.port === server.port && from.hostname === server.host) deliver(packet, from);
     },
   });
   const local: HostPort = { host: socket.addr.hostname, port: socket.addr.port };
@@ -60,9 +62,16 @@ export function connectQuic(options: QuicClientOptions): QuicConnection {
     server,
     config,
   );
-  const state = createConnectionState(native, local, server, socket, () => socket.close());
-  deliver = (packet) => receivePacket(state, packet);
+  const state = createConnectionState(
+    native,
+    local,
+    server,
+    socket,
+    () => socket.close(),
+    options.onHandlerError,
+  );
+  deliver = (packet, from) => receivePacket(state, packet, from);
   // The first flight (ClientHello) goes out after the caller has set its handlers.
-  queueMicrotask(() => flushConnection(state));
+  queueMicrotask(state.flushNow);
   return state.api;
 }

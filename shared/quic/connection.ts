@@ -39,7 +39,18 @@ export interface CloseInfo {
   established: boolean;
 }
 
-/** Events delivered to the application. Every callback is optional. */
+/**
+ * Told about an exception that escaped a handler of `conn` (or a function run with
+ * {@linkcode QuicConnection.guard}); `where` names the entry point. The connection is then
+ * closed with {@linkcode CloseCode.INTERNAL}: a bug in one handler ends that one connection.
+ */
+export type HandlerErrorReporter = (conn: QuicConnection, error: unknown, where: string) => void;
+
+/**
+ * Events delivered to the application. Every callback is optional. Each one runs guarded: an
+ * exception it throws is reported (see {@linkcode HandlerErrorReporter}) and closes this
+ * connection, never the endpoint or the process.
+ */
 export interface ConnectionHandlers {
   /** The handshake completed (peer certificate verified). */
   onEstablished?(): void;
@@ -73,14 +84,23 @@ export const CloseCode = {
 export interface QuicConnection {
   /** Short id for logs (`conn` field). */
   readonly id: string;
-  /** The peer's address. */
-  readonly peer: HostPort;
   /** True once the handshake has completed. */
   readonly established: boolean;
   /** True once the connection is fully closed. */
   readonly closed: boolean;
-  /** Replaces the event handlers. */
+  /** The peer's current address (it changes when the peer's NAT rebinds). */
+  readonly peer: HostPort;
+  /**
+   * Installs the event handlers: once per connection, before the first event (a server's
+   * `onConnection`, or right after `connectQuic`). A second call throws.
+   */
   setHandlers(handlers: ConnectionHandlers): void;
+  /**
+   * Runs `fn` as a handler of this connection, for application timers and callbacks that
+   * the endpoint does not call: an exception is reported and closes this connection.
+   * Returns what `fn` returned, or undefined when it threw.
+   */
+  guard<T>(where: string, fn: () => T): T | undefined;
   /** The peer's leaf certificate (DER) once established. */
   peerCertificate(): Uint8Array | null;
   /**
@@ -95,6 +115,9 @@ export interface QuicConnection {
   /**
    * Writes to a stream; returns the bytes quiche accepted (possibly fewer than given).
    * When not everything fit, `onStreamWritable` fires once capacity returns.
+   *
+   * @throws {StreamGoneError} When the peer stopped the stream (STOP_SENDING) or quiche
+   * no longer has it: nothing more can be written there.
    */
   streamWrite(streamId: number, data: Uint8Array, fin?: boolean): number;
   /**
@@ -102,8 +125,13 @@ export interface QuicConnection {
    * stream is gone); `resetCode` is set when the peer reset the stream.
    */
   streamRead(streamId: number, buffer: Uint8Array): StreamRead | null;
-  /** Aborts one or both directions of a stream with an application error code. */
+  /** Aborts both directions of a stream with an application error code. */
   streamReset(streamId: number, code: number): void;
+  /**
+   * Stops reading a stream: asks the peer to stop sending (STOP_SENDING with `code`) and
+   * discards what still arrives; our own direction is left as it is.
+   */
+  streamStop(streamId: number, code: number): void;
   /** Closes the connection with an application error code and reason. */
   close(code: number, reason: string): void;
   /** quiche's counters for this connection. */
@@ -120,15 +148,40 @@ export interface StreamRead {
   resetCode?: number;
 }
 
+/** A stream write failed because the stream is gone: stopped by the peer, or collected. */
+export class StreamGoneError extends Error {
+  /** The peer's STOP_SENDING code, or null when quiche no longer knows the stream. */
+  readonly stopCode: number | null;
+
+  /**
+   * Constructs a new instance.
+   *
+   * @param streamId The stream.
+   * @param stopCode The peer's STOP_SENDING code, or null.
+   * @param options Standard error options (`cause`).
+   */
+  constructor(streamId: number, stopCode: number | null, options?: ErrorOptions) {
+    super(
+      stopCode === null
+        ? `stream ${streamId} is gone`
+        : `stream ${streamId} was stopped by the peer (code ${stopCode})`,
+      options,
+    );
+    this.name = "StreamGoneError";
+    this.stopCode = stopCode;
+  }
+}
+
 /** Endpoint-side state of one connection. */
 export interface ConnectionState {
   readonly api: QuicConnection;
   readonly native: NativeConnection;
-  /** Address quiche needs with every received packet. */
-  readonly recvInfo: { from: HostPort; to: HostPort };
-  readonly target: UdpTarget;
+  /** Address quiche needs with every received packet: the source of the latest one. */
+  recvInfo: { from: HostPort; to: HostPort };
+  /** Where quiche last asked packets to go (it moves after validating a rebound path). */
+  target: UdpTarget;
   readonly socket: UdpSocket;
-  handlers: ConnectionHandlers;
+  handlers: ConnectionHandlers | null;
   wasEstablished: boolean;
   finished: boolean;
   timer: ReturnType<typeof setTimeout> | undefined;
@@ -152,6 +205,8 @@ export interface ConnectionState {
   streamEventsNow: () => void;
   /** Called once after `onClosed`, for the endpoint's bookkeeping. */
   onFinished: () => void;
+  /** Told about exceptions that escaped the application's handlers. */
+  onHandlerError: HandlerErrorReporter;
 }
 
 const encoder = new TextEncoder();
@@ -164,6 +219,13 @@ function toError(e: { isApp: boolean; errorCode: number; reason: Uint8Array } | 
     : { isApp: e.isApp, code: e.errorCode, reason: decoder.decode(e.reason) };
 }
 
+/** The reporter used when an endpoint is given none: one log line on stderr. */
+const reportToStderr: HandlerErrorReporter = (conn, error, where) => {
+  console.error(`quic connection ${conn.id}: ${where} handler failed:`, error);
+};
+
+const NO_HANDLERS: ConnectionHandlers = {};
+
 /** Wraps a native connection for the endpoint that owns `socket`. */
 export function createConnectionState(
   native: NativeConnection,
@@ -171,6 +233,7 @@ export function createConnectionState(
   peer: HostPort,
   socket: UdpSocket,
   onFinished: () => void,
+  onHandlerError: HandlerErrorReporter = reportToStderr,
 ): ConnectionState {
   const state: ConnectionState = {
     api: undefined as unknown as QuicConnection,
@@ -178,7 +241,7 @@ export function createConnectionState(
     recvInfo: { from: peer, to: local },
     target: { transport: "udp", hostname: peer.host, port: peer.port },
     socket,
-    handlers: {},
+    handlers: null,
     wasEstablished: false,
     finished: false,
     timer: undefined,
@@ -188,7 +251,7 @@ export function createConnectionState(
     flushNow: () => {
       state.flushQueued = false;
       state.ackTimer = undefined;
-      flushConnection(state);
+      drive(state, "flush", flushConnection);
     },
     blocked: new Set(),
     wakeOwed: 0,
@@ -198,9 +261,10 @@ export function createConnectionState(
     streamEventsNow: () => {
       state.streamTimer = undefined;
       // Readers and writers called here schedule their own flush.
-      if (!state.finished) runStreamEvents(state);
+      if (!state.finished) drive(state, "stream events", runStreamEvents);
     },
     onFinished,
+    onHandlerError,
   };
   const id = `c${(nextConnectionNumber++).toString(36)}`;
   const scheduleFlush = () => {
@@ -211,7 +275,9 @@ export function createConnectionState(
   };
   (state as { api: QuicConnection }).api = {
     id,
-    peer,
+    get peer() {
+      return state.recvInfo.from;
+    },
     get established() {
       return native.isEstablished();
     },
@@ -219,7 +285,17 @@ export function createConnectionState(
       return state.finished;
     },
     setHandlers(handlers) {
+      // Swapping handlers midway would let events of one phase reach another's code.
+      if (state.handlers !== null) throw new Error(`connection ${id}: handlers are already set`);
       state.handlers = handlers;
+    },
+    guard(where, fn) {
+      try {
+        return fn();
+      } catch (error) {
+        handlerFailed(state, error, where);
+        return undefined;
+      }
     },
     peerCertificate() {
       const chain = native.peerCertChain();
@@ -247,7 +323,13 @@ export function createConnectionState(
       try {
         written = native.streamSend(streamId, data, fin) ?? 0;
       } catch (error) {
-        if (!isDone(error)) throw error;
+        if (!isDone(error)) {
+          state.blocked.delete(streamId);
+          const stopped = error instanceof Error && /^StreamStopped\((\d+)\)/.exec(error.message);
+          throw new StreamGoneError(streamId, stopped ? Number(stopped[1]) : null, {
+            cause: error,
+          });
+        }
       }
       // A stream stays in `blocked` only while a writer waits on it: a full write (say, of
       // bytes held back earlier) takes it out, so wake-ups go to writers that need them.
@@ -283,6 +365,15 @@ export function createConnectionState(
       state.blocked.delete(streamId);
       scheduleFlush();
     },
+    streamStop(streamId, code) {
+      if (state.finished) return;
+      try {
+        native.streamShutdown(streamId, quiche.Shutdown.Read, code);
+      } catch {
+        // Already finished in that direction.
+      }
+      scheduleFlush();
+    },
     close(code, reason) {
       if (state.finished) return;
       try {
@@ -300,10 +391,57 @@ export function createConnectionState(
 }
 
 /**
- * Feeds one received packet to the connection and dispatches the events it caused.
+ * Runs one phase of driving a connection (`step`) as the guarded entry into application code:
+ * every way the endpoint reaches a connection (a packet, quiche's timer, a deferred flush,
+ * the stream-event timer) comes through here, so an exception a handler throws is reported,
+ * and closes that one connection with {@linkcode CloseCode.INTERNAL}, instead of escaping into
+ * the socket's read loop or a timer (where it would stop the process).
+ */
+function drive(state: ConnectionState, where: string, step: (state: ConnectionState) => void) {
+  try {
+    step(state);
+  } catch (error) {
+    handlerFailed(state, error, where);
+  }
+}
+
+/** Reports a handler's exception and closes its connection (once). */
+function handlerFailed(state: ConnectionState, error: unknown, where: string): void {
+  try {
+    state.onHandlerError(state.api, error, where);
+  } catch {
+    // The reporter itself failed (a logging sink gone): closing still must happen.
+  }
+  if (state.finished) return;
+  try {
+    state.native.close(true, CloseCode.INTERNAL, encoder.encode("internal_error"));
+  } catch {
+    // Already closing.
+  }
+  // Flushed outside the failed handler: the close goes out even if flushing is what threw.
+  if (!state.flushQueued) {
+    state.flushQueued = true;
+    queueMicrotask(state.flushNow);
+  }
+}
+
+/**
+ * Feeds one received packet to the connection and dispatches the events it caused: the read
+ * phase of quiche's server loop, then events, then (deferred, see `deferFlush`) the flush
+ * and the timer. `from` is the packet's source: a peer whose NAT rebinds shows up from a new
+ * address, which quiche validates (PATH_CHALLENGE) and then moves the connection to.
  * Returns false when quiche rejected the packet (the caller counts it).
  */
-export function receivePacket(state: ConnectionState, packet: Uint8Array): boolean {
+export function receivePacket(
+  state: ConnectionState,
+  packet: Uint8Array,
+  from: Deno.NetAddr,
+): boolean {
+  const seen = state.recvInfo.from;
+  // A new object only when the address changed: no allocation per packet.
+  if (seen.port !== from.port || seen.host !== from.hostname) {
+    state.recvInfo = { from: { host: from.hostname, port: from.port }, to: state.recvInfo.to };
+  }
   let accepted = true;
   try {
     state.native.recv(packet, state.recvInfo);
@@ -312,10 +450,14 @@ export function receivePacket(state: ConnectionState, packet: Uint8Array): boole
     // the connection error and closes if the failure is fatal.
     if (!isDone(error)) accepted = false;
   }
+  drive(state, "packet", afterPacket);
+  return accepted;
+}
+
+function afterPacket(state: ConnectionState): void {
   dispatchEvents(state);
   if (state.wasEstablished) deferFlush(state);
   else flushConnection(state);
-  return accepted;
 }
 
 /**
@@ -332,7 +474,8 @@ function deferFlush(state: ConnectionState): void {
 }
 
 function dispatchEvents(state: ConnectionState): void {
-  const { native, handlers } = state;
+  const { native } = state;
+  const handlers = state.handlers ?? NO_HANDLERS;
   if (!state.wasEstablished && native.isEstablished()) {
     state.wasEstablished = true;
     handlers.onEstablished?.();
@@ -347,7 +490,7 @@ function dispatchEvents(state: ConnectionState): void {
         break;
       }
       if (datagram === null) break;
-      state.handlers.onDatagram?.(datagram);
+      handlers.onDatagram(datagram);
     }
   }
   // A packet or a timer is what can raise a stream's capacity: every blocked stream is owed
@@ -382,11 +525,12 @@ function dispatchStreamEvents(state: ConnectionState): void {
 function runStreamEvents(state: ConnectionState): void {
   const { native } = state;
   state.streamEventsAt = performance.now();
+  const handlers = state.handlers ?? NO_HANDLERS;
   let visited = 0;
   if (native.isReadable()) {
     for (const streamId of native.readable()) {
       visited++;
-      state.handlers.onStreamReadable?.(streamId);
+      handlers.onStreamReadable?.(streamId);
     }
   }
   if (state.blocked.size > 0) visited += wakeBlockedStreams(state);
@@ -429,7 +573,7 @@ function wakeBlockedStreams(state: ConnectionState): number {
     if (capacity > 0) {
       zeroRun = 0;
       blocked.delete(streamId);
-      state.handlers.onStreamWritable?.(streamId);
+      state.handlers?.onStreamWritable?.(streamId);
       continue;
     }
     blocked.delete(streamId);
@@ -454,11 +598,12 @@ export function flushConnection(state: ConnectionState): void {
     clearTimeout(state.ackTimer);
     state.ackTimer = undefined;
   }
-  const { native, socket, target } = state;
+  const { native, socket } = state;
+  let target = state.target;
   const pool = socket.pool;
   for (;;) {
     const buffer = pool.acquire();
-    let written: [number, unknown] | null;
+    let written: ReturnType<NativeConnection["send"]>;
     try {
       written = native.send(buffer);
     } catch (error) {
@@ -470,6 +615,11 @@ export function flushConnection(state: ConnectionState): void {
     if (written === null) {
       pool.release(buffer);
       break;
+    }
+    const to = written[1].to;
+    // quiche names the path: after a validated NAT rebinding it is the peer's new address.
+    if (to.port !== target.port || to.host !== target.hostname) {
+      state.target = target = { transport: "udp", hostname: to.host, port: to.port };
     }
     socket.sendOwned(buffer, written[0], target);
   }
@@ -492,11 +642,14 @@ function armTimer(state: ConnectionState): void {
   state.timer = setTimeout(() => {
     state.timer = undefined;
     state.timerDeadline = Infinity;
-    if (state.finished) return;
-    state.native.onTimeout();
-    dispatchEvents(state);
-    flushConnection(state);
+    if (!state.finished) drive(state, "timer", onTimer);
   }, Math.max(0, Math.ceil(timeout)));
+}
+
+function onTimer(state: ConnectionState): void {
+  state.native.onTimeout();
+  dispatchEvents(state);
+  flushConnection(state);
 }
 
 function finishConnection(state: ConnectionState): void {
@@ -516,7 +669,14 @@ function finishConnection(state: ConnectionState): void {
     established: state.wasEstablished,
   };
   try {
-    state.handlers.onClosed?.(info);
+    state.handlers?.onClosed?.(info);
+  } catch (error) {
+    // The connection is gone either way; the endpoint's bookkeeping below must still run.
+    try {
+      state.onHandlerError(state.api, error, "closed");
+    } catch {
+      // Reporter failed too.
+    }
   } finally {
     state.onFinished();
   }

@@ -10,7 +10,9 @@ export {
   type CloseInfo,
   type ConnectionError,
   type ConnectionHandlers,
+  type HandlerErrorReporter,
   type QuicConnection,
+  StreamGoneError,
 } from "./connection.ts";
 export { describeClose, handshakeFailureReason, tlsAlertName } from "./close_reason.ts";
 export { ALPN, type HostPort } from "./native.ts";

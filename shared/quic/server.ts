@@ -11,6 +11,7 @@ import { randomBytes } from "node:crypto";
 import {
   type ConnectionState,
   createConnectionState,
+  type HandlerErrorReporter,
   type QuicConnection,
   receivePacket,
 } from "./connection.ts";
@@ -68,6 +69,8 @@ export interface QuicServerOptions extends TransportOptions {
   admit?: (peer: HostPort) => boolean;
   /** A new connection (handshake in progress): set its handlers here. */
   onConnection: (conn: QuicConnection) => void;
+  /** Told about exceptions from connection handlers (each closes its connection). */
+  onHandlerError?: HandlerErrorReporter;
 }
 
 /** A running QUIC server. */
@@ -151,7 +154,7 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
     if ((packet[0] & 0x80) === 0 && packet.length > CONN_ID_LEN) {
       const known = byId.get(hex(packet, 1, 1 + CONN_ID_LEN));
       if (known === undefined) counters.drops.unknown_connection++;
-      else if (!receivePacket(known, packet)) counters.drops.rejected_by_quic++;
+      else if (!receivePacket(known, packet, from)) counters.drops.rejected_by_quic++;
       return;
     }
     let header: PacketHeader;
@@ -163,7 +166,7 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
     }
     const known = byId.get(hex(header.dcid));
     if (known !== undefined) {
-      if (!receivePacket(known, packet)) counters.drops.rejected_by_quic++;
+      if (!receivePacket(known, packet, from)) counters.drops.rejected_by_quic++;
       return;
     }
     if (header.ty !== quiche.Type.Initial) {
@@ -238,12 +241,12 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
     const state = createConnectionState(native, local, peer, socket, () => {
       for (const key of keys) byId.delete(key);
       live.delete(state.api);
-    });
+    }, options.onHandlerError);
     for (const key of keys) byId.set(key, state);
     live.add(state.api);
     counters.accepted++;
     onConnection(state.api);
-    if (!receivePacket(state, packet)) counters.drops.rejected_by_quic++;
+    if (!receivePacket(state, packet, from)) counters.drops.rejected_by_quic++;
   }
 
   return {
