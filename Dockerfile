@@ -23,12 +23,14 @@ RUN ["deno", "check", "--frozen", "relay/main.ts", "connector/main.ts", "agent/m
 # /etc/ztna; the compiled binary extracts its quiche addon to $TMPDIR (/tmp), the only path
 # --allow-ffi reaches. The relay answers peers anywhere; connector and agent destinations come
 # from their config at run time, so their network scope is enforced around the container
-# (deploy/k8s NetworkPolicy, deploy/systemd IPAddressAllow) rather than baked in here.
+# (deploy/k8s NetworkPolicy, deploy/systemd IPAddressAllow) rather than baked in here. The
+# connector lists network interfaces to bind each backend socket to the routed address.
 RUN ["deno", "compile", "--frozen", "--cached-only", "--unstable-net", "--no-prompt", \
      "--allow-net", "--allow-env", "--allow-read=/etc/ztna,/tmp", "--allow-ffi=/tmp", \
      "--output", "/out/ztna-relay", "relay/main.ts"]
 RUN ["deno", "compile", "--frozen", "--cached-only", "--unstable-net", "--no-prompt", \
      "--allow-net", "--allow-env", "--allow-read=/etc/ztna,/tmp", "--allow-ffi=/tmp", \
+     "--allow-sys=networkInterfaces", \
      "--output", "/out/ztna-connector", "connector/main.ts"]
 RUN ["deno", "compile", "--frozen", "--cached-only", "--unstable-net", "--no-prompt", \
      "--allow-net", "--allow-env", "--allow-read=/etc/ztna,/tmp", "--allow-ffi=/tmp", \

@@ -99,12 +99,21 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
   const bindFor = (backend: string, service: string): string => {
     let choice = binds.get(backend);
     if (choice === undefined) {
-      choice = backendBindAddress(backend);
+      try {
+        choice = backendBindAddress(backend);
+      } catch (error) {
+        // A binary built without --allow-sys=networkInterfaces: keep serving, say so.
+        if (!(error instanceof Deno.errors.NotCapable)) throw error;
+        choice = {
+          address: backend.includes(":") ? "::" : "0.0.0.0",
+          reason: "interfaces_unknown",
+        };
+      }
       binds.set(backend, choice);
       const fields = { service, backend, bind: choice.address, reason: choice.reason };
-      if (choice.reason === "ambiguous") {
+      if (choice.reason === "ambiguous" || choice.reason === "interfaces_unknown") {
         logger.warn(
-          "backend bind address: several interfaces could route; binding the wildcard",
+          "backend bind address: cannot tell the routed address; binding the wildcard",
           fields,
         );
       } else logger.info("backend bind address", fields);

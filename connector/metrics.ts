@@ -14,6 +14,7 @@ export interface ConnectorMetrics extends EdgeMetrics {
   sourceValidationRejects: Counter<"service">;
   backendErrors: Counter<"reason">;
   circuitState: Gauge<"service">;
+  limitHits: Counter<"limit">;
 }
 
 /** Registers the connector's metrics on `registry`. */
@@ -49,6 +50,13 @@ export function createConnectorMetrics(registry: Registry): ConnectorMetrics {
       name: `${p}circuit_state`,
       help: "TCP backend circuit breaker state per service: 0 closed, 1 half-open, 2 open.",
       labelNames: ["service"],
+      registers,
+    }),
+    limitHits: new Counter({
+      name: `${p}limit_hits_total`,
+      help:
+        "Flow opens refused with reason limit: flows_per_agent, max_flows, open_files (EMFILE/ENFILE).",
+      labelNames: ["limit"],
       registers,
     }),
   };

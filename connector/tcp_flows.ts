@@ -10,7 +10,6 @@ import type { Logger } from "../shared/log.ts";
 import type { RefusedReason } from "../shared/protocol/control.ts";
 import { encodeStreamHeader, StreamCode } from "../shared/protocol/stream_header.ts";
 import type { RelaySession } from "../shared/relay_link.ts";
-import { resolveHost } from "../shared/resolve_host.ts";
 import {
   createStreamHeaderReader,
   type StreamHeaderReader,
@@ -22,6 +21,7 @@ import {
   type CircuitBreaker,
   createCircuitBreaker,
 } from "./circuit_breaker.ts";
+import { type FlowLimit, type FlowLimits, isOutOfFiles } from "./flow_limits.ts";
 import type { ConnectorMetrics } from "./metrics.ts";
 
 /** Options for {@linkcode createConnectorTcpFlows}. */
@@ -36,6 +36,12 @@ export interface ConnectorTcpOptions {
   circuit: { failures: number; reset_ms: number };
   /** A backend connect that takes longer fails (and counts as a breaker failure). */
   connectTimeoutMs: number;
+  /** The IP address to connect to for a backend host (a name or an IP literal). */
+  resolve(host: string): Promise<string>;
+  /** The connector's flow budgets, shared with its UDP flows. */
+  limits: FlowLimits;
+  /** Counts and logs an open refused by `limit`; returns the refusal's message. */
+  limitHit(limit: FlowLimit, agent: string | undefined, service: string): string;
   /** True while the connector drains: new flows are refused. */
   draining(): boolean;
   logger: Logger;
@@ -133,6 +139,7 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
     session: RelaySession,
     streamId: number,
     service: string,
+    agent: string | undefined,
   ): Promise<void> {
     const flows = bySession.get(session)!;
     const url = options.backend(service);
@@ -163,11 +170,27 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
         `circuit open: ${service} backend failed repeatedly`,
       );
     }
+    const limit = options.limits.acquire(agent);
+    if (limit !== null) {
+      return refuse(session, streamId, "limit", options.limitHit(limit, agent, service));
+    }
     flows.set(streamId, { state: "connecting" });
     let socket: Deno.TcpConn;
     try {
-      socket = await connectWithTimeout(url, connectTimeoutMs);
+      socket = await connectWithTimeout(
+        await options.resolve(url.host),
+        url.port,
+        connectTimeoutMs,
+      );
     } catch (error) {
+      options.limits.release(agent);
+      const gone = bySession.get(session)?.get(streamId)?.state !== "connecting";
+      if (isOutOfFiles(error)) {
+        // Our own descriptor shortage says nothing about the backend: no breaker failure.
+        const message = options.limitHit("open_files", agent, service);
+        if (!gone) refuse(session, streamId, "limit", message);
+        return;
+      }
       breaker.failure();
       metrics.backendErrors.inc({ reason: "connect_failed" });
       logger.warn("backend connect failed", {
@@ -175,7 +198,7 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
         backend: formatHostPort(url),
         error,
       });
-      if (bySession.get(session)?.get(streamId)?.state !== "connecting") return;
+      if (gone) return;
       return refuse(
         session,
         streamId,
@@ -188,6 +211,7 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
     breaker.success();
     if (bySession.get(session)?.get(streamId)?.state !== "connecting" || session.conn.closed) {
       socket.close(); // the relay session went away meanwhile
+      options.limits.release(agent);
       return;
     }
     socket.setNoDelay(true);
@@ -200,6 +224,7 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
       prefix: encodeStreamHeader({ type: "opened", flow: streamId }),
       onEnd(end) {
         bySession.get(session)?.delete(streamId);
+        options.limits.release(agent);
         metrics.flowsActive.dec({ protocol: "tcp" });
         // Broken chunk framing from the relay is a rejected input: counted and logged.
         const malformed = end.reason === "protocol_violation";
@@ -237,7 +262,7 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
           const read = entry.reader.read();
           if (read.kind === "pending") return;
           if (read.kind === "header" && read.header.type === "open" && !read.fin) {
-            open(session, streamId, read.header.service).catch((error) => {
+            open(session, streamId, read.header.service, read.header.agent).catch((error) => {
               logger.error("tcp flow failed to open", { error });
               session.conn.streamReset(streamId, StreamCode.GOING_AWAY);
               bySession.get(session)?.delete(streamId);
@@ -293,11 +318,14 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
   };
 }
 
-/** Connects to `url`, giving up after `ms`. */
-async function connectWithTimeout(url: ServiceUrl, ms: number): Promise<Deno.TcpConn> {
-  const hostname = await resolveHost(url.host);
+/** Connects to `hostname` (an IP literal) and `port`, giving up after `ms`. */
+async function connectWithTimeout(
+  hostname: string,
+  port: number,
+  ms: number,
+): Promise<Deno.TcpConn> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const connecting = Deno.connect({ hostname, port: url.port, transport: "tcp" });
+  const connecting = Deno.connect({ hostname, port, transport: "tcp" });
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`connect timed out after ${ms} ms`)), ms);
   });

@@ -3,8 +3,9 @@
  * (see `permissions.ts`), runs it as a child `deno run` with exactly those flags, forwards
  * signals (TERM, INT, HUP) and exits with the child's status.
  *
- * This launcher itself may read files, read the environment and run only the deno binary;
- * it has no network, write or FFI access. Host names in the config are resolved by a child
+ * This launcher itself may read files, read the environment and run only the deno binary
+ * (the connector's also lists the network interfaces, to derive its backend binds); it has
+ * no network, write or FFI access. Host names in the config are resolved by a child
  * that may look up exactly those names. `deno task relay|connector|agent` use it.
  *
  * @module

@@ -23,6 +23,7 @@ import {
   relayConfigSchema,
 } from "../shared/config/mod.ts";
 import { isIpLiteral } from "../shared/resolve_host.ts";
+import { backendBindAddress, type InterfaceInfo } from "../connector/bind_address.ts";
 
 /** The three components. */
 export type Component = "relay" | "connector" | "agent";
@@ -67,14 +68,22 @@ const bindFor = (host: string) => (host.includes(":") ? "[::]:0" : "0.0.0.0:0");
  * @example
  * ```ts ignore
  * const flags = permissionFlags("connector", config, "/etc/ztna/connector.json");
- * // ["--allow-net=relay.example.com:4433,0.0.0.0:0,10.0.0.5:53,127.0.0.1:9091", ...]
+ * // ["--allow-net=relay.example.com:4433,0.0.0.0:0,10.0.0.5:53,10.0.0.2:0,127.0.0.1:9091", ...]
  * ```
+ *
+ * @param component The component.
+ * @param config Its parsed config.
+ * @param configPath The config file it reads, if any.
+ * @param resolved Addresses of the host names it dials, looked up at launch.
+ * @param interfaces The host's interface addresses (connector backend binds).
+ * @returns The flags, `--allow-net` first.
  */
 export function permissionFlags(
   component: Component,
   config: ComponentConfig,
   configPath: string | null,
   resolved: ReadonlyMap<string, string[]> = new Map(),
+  interfaces?: () => InterfaceInfo[],
 ): string[] {
   const reads = [config.tls.cert, config.tls.key, config.tls.ca]
     .filter((path): path is string => path !== undefined);
@@ -91,8 +100,8 @@ export function permissionFlags(
     `--allow-ffi=${quicAddonDir()}`,
   ];
   const net = new Set<string>();
-  // Deno checks the literal address a socket sends to, so a name is granted as itself (for the
-  // lookup, which needs the bare name) plus each address it resolved to at launch.
+  // Deno checks the literal address a socket sends to, so a relay's name is granted as itself
+  // (for the lookup, which needs the bare name) plus each address it resolved to at launch.
   const add = (address: HostPort) => {
     net.add(formatHostPort(address));
     if (isIpLiteral(address.host)) return;
@@ -114,10 +123,21 @@ export function permissionFlags(
   }
   if (dialer.metrics !== null) add(dialer.metrics);
   if (component === "connector") {
-    for (const urls of Object.values((config as ConnectorConfig).services)) {
+    // A backend is granted its exact host:port, never a bare host (that is every port). A
+    // name is not looked up by the connector (see backendHosts): it sends to the addresses
+    // resolved here, from the local address routed towards each (connector/bind_address.ts).
+    const connector = config as ConnectorConfig;
+    flags.push("--allow-sys=networkInterfaces");
+    for (const urls of Object.values(connector.services)) {
       for (const url of urls) {
-        add(url);
-        net.add(bindFor(url.host));
+        net.add(formatHostPort(url));
+        const ips = isIpLiteral(url.host)
+          ? [url.host]
+          : connector.hosts[url.host] ?? resolved.get(url.host) ?? [];
+        for (const ip of ips) {
+          net.add(formatHostPort({ host: ip, port: url.port }));
+          net.add(formatHostPort({ host: backendBindAddress(ip, interfaces).address, port: 0 }));
+        }
       }
     }
   } else {
@@ -139,6 +159,25 @@ export function secretRefs(component: Component, config: ComponentConfig): strin
   }
   const token = (config as ConnectorConfig | AgentConfig).token;
   return token === undefined ? [] : [token.ref];
+}
+
+/**
+ * The connector's `hosts` for the backend names `resolved` at launch that its config does
+ * not already map, or null when there are none.
+ */
+export function backendHosts(
+  config: ConnectorConfig,
+  resolved: ReadonlyMap<string, string[]>,
+): Record<string, string[]> | null {
+  const hosts: Record<string, string[]> = {};
+  for (const urls of Object.values(config.services)) {
+    for (const { host } of urls) {
+      const ips = resolved.get(host) ?? [];
+      if (isIpLiteral(host) || config.hosts[host] !== undefined || ips.length === 0) continue;
+      hosts[host] = ips;
+    }
+  }
+  return Object.keys(hosts).length === 0 ? null : hosts;
 }
 
 /** Host names (not IP literals) the component dials: relays and backends. */
@@ -183,6 +222,13 @@ export function runArgs(
   componentArgs: string[],
   resolved: ReadonlyMap<string, string[]> = new Map(),
 ): string[] {
+  // The connector sends to the backend addresses resolved here: it is told them as `hosts`.
+  const hosts = component === "connector"
+    ? backendHosts(config as ConnectorConfig, resolved)
+    : null;
+  const merged = hosts === null
+    ? []
+    : [`--hosts=${JSON.stringify({ ...(config as ConnectorConfig).hosts, ...hosts })}`];
   return [
     "run",
     "--no-prompt",
@@ -190,6 +236,7 @@ export function runArgs(
     ...permissionFlags(component, config, configPath, resolved),
     join(PROJECT_ROOT, component, "main.ts"),
     ...componentArgs,
+    ...merged,
   ];
 }
 

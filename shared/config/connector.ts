@@ -4,8 +4,13 @@
  * @module
  */
 import { z } from "zod";
+import { isIpLiteral } from "../resolve_host.ts";
 import { metricsAddressSchema, serviceUrlSchema } from "./address.ts";
 import { dialerConfigSchema, serviceNameSchema } from "./common.ts";
+
+const ipLiteralSchema = z.string().refine(isIpLiteral, {
+  error: "expected an IP address, e.g. 10.0.0.5 or fd00::5",
+});
 
 /**
  * Zod schema of the connector config (JSON keys are snake_case; unknown keys are errors).
@@ -50,6 +55,24 @@ export const connectorConfigSchema = dialerConfigSchema({
   }).strict().prefault({}),
   /** A TCP backend connect taking longer than this fails (and counts for the breaker). */
   connect_timeout_ms: z.number().int().positive().prefault(5_000),
+  /**
+   * Live flows (UDP and TCP; each holds one socket) this connector keeps, counted across all
+   * relays: `flows_per_agent` per agent identity (opens from a relay that names none share
+   * one "unknown" budget), `max_flows` in total. Keep `max_flows` well below the process's
+   * open-file limit (`LimitNOFILE=65536` in deploy/systemd) so the relay sessions, the
+   * metrics listener and the runtime keep descriptors. Opens beyond either are refused
+   * with `limit`.
+   */
+  limits: z.object({
+    flows_per_agent: z.number().int().positive().prefault(1024),
+    max_flows: z.number().int().positive().prefault(16_384),
+  }).strict().prefault({}),
+  /**
+   * Addresses of backend host names, used instead of a lookup (the launcher fills in what it
+   * resolved at start). A name the connector looks up itself needs the sandbox to grant the
+   * bare name, which Deno reads as every port of that host.
+   */
+  hosts: z.record(z.string().min(1), z.array(ipLiteralSchema).min(1)).prefault({}),
 });
 
 /** The connector config after parsing and defaults. */
