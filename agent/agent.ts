@@ -193,6 +193,7 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
         byRequest.delete(message.id);
         client.flow = message.flow;
         byFlow.set(message.flow, client);
+        datagrams?.limitFlow(message.flow, message.max_datagram);
         metrics.flowsOpened.inc({ protocol: "udp" });
         metrics.flowsActive.inc({ protocol: "udp" });
         metrics.flowSetup.observe((performance.now() - client.openedAt) / 1000);

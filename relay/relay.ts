@@ -12,7 +12,7 @@ import {
 } from "../shared/control_channel.ts";
 import type { RelayConfig } from "../shared/config/mod.ts";
 import { identityFromCertificate } from "../shared/identity/peer_identity.ts";
-import type { Logger } from "../shared/log.ts";
+import { type Logger, rateLimitedLog } from "../shared/log.ts";
 import type {
   ControlMessage,
   OpenMessage,
@@ -21,6 +21,7 @@ import type {
 } from "../shared/protocol/control.ts";
 import { PRE_AUTH_MAX_FRAME_BYTES, PROTOCOL_VERSION } from "../shared/protocol/control.ts";
 import { parseDatagram, rewriteFlow } from "../shared/protocol/datagram.ts";
+import { varintLength, varintLengthAt } from "../shared/protocol/varint.ts";
 import {
   CloseCode,
   describeClose,
@@ -38,6 +39,7 @@ import { createPeerAuth } from "./peer_auth.ts";
 import type { RelayTokens } from "../shared/config/tokens.ts";
 import { createTokenBucket } from "../shared/token_bucket.ts";
 import { createServiceRegistry } from "./registry.ts";
+import { createAnnouncer } from "./announcer.ts";
 import { createTcpFlows, type OpenDecision } from "./tcp_flows.ts";
 
 /** One end of a flow: a session and the flow id that session uses. */
@@ -83,6 +85,11 @@ interface Session {
   retiring: boolean;
   /** Takes one control message from this connection's rate budget; false when spent. */
   controlBudget: () => boolean;
+  /**
+   * Takes one register/deregister from this connector's budget: each may make the relay
+   * announce to every allowed agent, so they cost more than other messages.
+   */
+  registrationBudget: () => boolean;
   /** Set once a limit closed this connection: later messages are ignored. */
   shed: boolean;
 }
@@ -120,6 +127,15 @@ export interface RelayDeps {
 }
 
 const OPEN_TIMEOUT_MS = 5000;
+/** Characters of a peer's `error` text that reach the log. */
+const MAX_LOGGED_DETAIL = 256;
+/** Least time between two logged `error` messages of one connection. */
+const ERROR_LOG_INTERVAL_MS = 5000;
+/**
+ * Bytes a forwarded frame's flow id may grow by in the rewrite (a 1-byte varint id becoming
+ * a 4-byte one), taken off the far hop's limit when telling a sender its `max_datagram`.
+ */
+const FLOW_ID_GROWTH = 3;
 const flowKey = (protocol: ServiceProtocol) => protocol;
 
 /** Starts the relay described by `config`. */
@@ -129,8 +145,12 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   let policyServices = config.services;
   const registry = createServiceRegistry<Session>();
   const sessions = new Set<Session>();
-  const scratch = new Uint8Array(2048);
+  // Rewritten frames go here: as large as the biggest DATAGRAM frame quiche accepts (65536),
+  // so no frame a peer can send overruns it. Frames that cannot pass the far hop are dropped
+  // before the rewrite.
+  const scratch = new Uint8Array(65_536 + 8);
   let draining = false;
+  const errorLog = rateLimitedLog(ERROR_LOG_INTERVAL_MS);
   const admitHandshake = createHandshakeLimiter({
     perSecond: config.limits.handshakes_per_second_per_ip,
     totalPerSecond: config.limits.handshakes_per_second,
@@ -161,6 +181,12 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       Object.fromEntries(
         Object.keys(policyServices).map((name) => [name, registry.connectors(name)]),
       ),
+  });
+  // service_up/service_down, coalesced per agent and service (relay/announcer.ts).
+  const announcer = createAnnouncer<Session>({
+    agents: () => [...sessions].filter((s) => s.role === "agent"),
+    visible: (agent, service) => policy.mayOpen(agent.identity, service) && registry.has(service),
+    tell: (agent, type, service) => agent.channel.send({ type, service }),
   });
   // TCP flows ride streams; they are authorized exactly like UDP opens (authorizeOpen).
   const tcp = createTcpFlows<Session>({
@@ -235,6 +261,10 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       controlBudget: createTokenBucket({
         perSecond: config.limits.control_frames_per_second,
         burst: 2 * config.limits.control_frames_per_second,
+      }),
+      registrationBudget: createTokenBucket({
+        perSecond: config.limits.registrations_per_minute / 60,
+        burst: config.limits.registrations_per_minute,
       }),
       shed: false,
     };
@@ -326,6 +356,14 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       if (draining) session.channel.send({ type: "draining", reconnect_ms: 0 });
       return;
     }
+    if (
+      (message.type === "register" || message.type === "deregister") &&
+      session.role === "connector" && !session.registrationBudget()
+    ) {
+      return shed(session, "registrations_per_minute", {
+        per_minute: config.limits.registrations_per_minute,
+      });
+    }
     switch (message.type) {
       case "register":
         if (onlyFor(session, "connector", message.type)) register(session, message.services);
@@ -348,7 +386,15 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       case "pong":
         return;
       case "error":
-        session.log.warn("peer reported an error", { code: message.code, detail: message.message });
+        // Bounded: a peer's text is truncated, and at most one line per connection per
+        // interval is written (a flood of 64 KiB errors once wrote 15 MiB of log in 4 s).
+        errorLog(session.conn.id, (suppressed) =>
+          session.log.warn("peer reported an error", {
+            code: message.code.slice(0, 64),
+            detail: message.message.slice(0, MAX_LOGGED_DETAIL),
+            truncated: message.message.length > MAX_LOGGED_DETAIL,
+            suppressed,
+          }));
         return;
       default:
         violation(session, "unexpected_message", message.type);
@@ -375,8 +421,16 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         session.log.warn("registration refused by policy", { service: name });
         continue;
       }
+      if (protocol === "udp" && session.conn.maxDatagramSize() === null) {
+        rejected.push({ name, reason: "unsupported" });
+        metrics.registrations.inc({ result: "unsupported" });
+        session.log.warn("UDP registration refused: connection has no DATAGRAM frames", {
+          service: name,
+        });
+        continue;
+      }
       session.offers.add(`${name}/${protocol}`);
-      if (registry.add(name, protocol, session)) announce(name, "service_up");
+      if (registry.add(name, protocol, session)) announcer.changed(name);
       if (!accepted.includes(name)) accepted.push(name);
       metrics.registrations.inc({ result: "accepted" });
     }
@@ -391,20 +445,11 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       const [name, protocol] = offer.split("/") as [string, ServiceProtocol];
       if (services !== undefined && !services.includes(name)) continue;
       session.offers.delete(offer);
-      if (registry.remove(name, protocol, session) && notify) announce(name, "service_down");
+      if (registry.remove(name, protocol, session) && notify) announcer.changed(name);
     }
     if (services === undefined) session.retiring = true;
     metrics.servicesRegistered.set(registry.size);
     session.log.info("services deregistered", { services: services ?? "all" });
-  }
-
-  /** Tells every agent allowed to use `service` that it came up or went down. */
-  function announce(service: string, type: "service_up" | "service_down"): void {
-    for (const other of sessions) {
-      if (other.role === "agent" && policy.mayOpen(other.identity, service)) {
-        other.channel.send({ type, service });
-      }
-    }
   }
 
   function refuse(session: Session, id: number, reason: RefusedReason, message: string): void {
@@ -426,6 +471,9 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         reason: "forbidden",
         message: `identity "${agent.identity}" may not use service "${service}"`,
       };
+    }
+    if (protocol === "udp" && agent.conn.maxDatagramSize() === null) {
+      return { reason: "unsupported", message: "peer did not negotiate QUIC DATAGRAM frames" };
     }
     const flows = agent.flows.size + countPending(agent) + tcp.count(agent);
     if (flows >= config.limits.flows_per_connection) {
@@ -455,10 +503,11 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       protocol,
       connectorFlow,
       started: performance.now(),
-      timer: setTimeout(() => {
-        connector.pending.delete(connectorFlow);
-        refuse(agent, id, "unavailable", "connector did not answer in time");
-      }, OPEN_TIMEOUT_MS),
+      timer: setTimeout(() =>
+        agent.conn.guard("open timeout", () => {
+          connector.pending.delete(connectorFlow);
+          refuse(agent, id, "unavailable", "connector did not answer in time");
+        }), OPEN_TIMEOUT_MS),
     };
     connector.pending.set(connectorFlow, pending);
     connector.channel.send({
@@ -468,7 +517,18 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       protocol,
       flow: connectorFlow,
       agent: agent.identity,
+      ...datagramLimit(protocol, agent),
     });
+  }
+
+  /**
+   * `max_datagram` for a UDP flow's sender: the largest frame the relay can forward to `far`
+   * (its connection's DATAGRAM limit, less what the flow-id rewrite may add), so the sender
+   * fragments by the smaller of both hops. Nothing for TCP, or before `far` can carry any.
+   */
+  function datagramLimit(protocol: ServiceProtocol, far: Session): { max_datagram?: number } {
+    const writable = protocol === "udp" ? far.conn.maxDatagramSize() : null;
+    return writable === null ? {} : { max_datagram: Math.max(0, writable - FLOW_ID_GROWTH) };
   }
 
   function countPending(agent: Session): number {
@@ -493,8 +553,11 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       connector.channel.send({ type: "close", flow: pending.connectorFlow, reason: "agent gone" });
       return;
     }
-    // A reload may have revoked the permission while the connector was answering.
-    if (!policy.mayOpen(agent.identity, pending.service)) {
+    // A reload may have revoked the permission of either end while the connector answered.
+    if (
+      !policy.mayOpen(agent.identity, pending.service) ||
+      !policy.mayRegister(connector.identity, pending.service)
+    ) {
       connector.channel.send({ type: "close", flow: pending.connectorFlow, reason: "forbidden" });
       metrics.authFailures.inc({ reason: "open_forbidden" });
       return refuse(agent, pending.agentRequest, "forbidden", "policy changed");
@@ -511,7 +574,12 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     metrics.flowsOpened.inc({ protocol: flowKey(flow.protocol) });
     metrics.flowsActive.inc({ protocol: flowKey(flow.protocol) });
     metrics.flowSetup.observe((performance.now() - pending.started) / 1000);
-    agent.channel.send({ type: "opened", id: pending.agentRequest, flow: agentFlow });
+    agent.channel.send({
+      type: "opened",
+      id: pending.agentRequest,
+      flow: agentFlow,
+      ...datagramLimit(flow.protocol, connector),
+    });
   }
 
   /**
@@ -549,6 +617,14 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     }
     const toConnector = flow.agent.session === session;
     const to = toConnector ? flow.connector : flow.agent;
+    const outLength = frame.length - varintLengthAt(frame, 0) + varintLength(to.flow);
+    const limit = to.session.conn.maxDatagramSize();
+    // A frame the far hop cannot carry (the sender ignored `max_datagram`) is the sender's
+    // fault, not a full queue: counted apart, and never written past the scratch buffer.
+    if (limit === null || outLength > limit) {
+      metrics.drops.inc({ reason: "too_large" });
+      return;
+    }
     const length = rewriteFlow(frame, frame.length, to.flow, scratch);
     const direction = toConnector ? "to_connector" : "to_agent";
     if (!to.session.conn.sendDatagram(scratch.subarray(0, length))) {
@@ -576,7 +652,8 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         other.pending.delete(flow);
       }
     }
-    for (const service of registry.removeSession(session)) announce(service, "service_down");
+    for (const service of registry.removeSession(session)) announcer.changed(service);
+    announcer.forget(session);
     metrics.servicesRegistered.set(registry.size);
     if (session.role !== null) {
       metrics.connectionsActive.dec({ role: session.role });
@@ -608,51 +685,55 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       };
     },
     setPolicy(services) {
-      const agents = [...sessions].filter((s) => s.role === "agent");
-      const visible = (agent: Session) =>
-        new Set(policy.servicesFor(agent.identity).filter((name) => registry.has(name)));
-      const before = new Map(agents.map((agent) => [agent, visible(agent)]));
+      const previous = policyServices;
       policy = createPolicy(services);
       policyServices = services;
-      // Registrations the new policy forbids are withdrawn (announced below, per agent).
-      for (const session of sessions) {
-        if (session.role !== "connector") continue;
-        const forbidden = [...session.offers]
-          .map((offer) => offer.split("/")[0])
-          .filter((name) => !policy.mayRegister(session.identity, name));
-        if (forbidden.length > 0) deregister(session, forbidden, false);
+      // Each peer's part runs guarded: a failure with one peer closes that peer's connection
+      // and the reload carries on for everyone else (one stopped control stream once made
+      // the whole reload abort after installing the policy but before revoking any flow).
+      let withdrawn = 0;
+      let closed = 0;
+      let failed = 0;
+      for (const session of [...sessions]) {
+        const done = session.conn.guard("policy reload", () => {
+          if (session.role === "connector") {
+            const forbidden = [...session.offers]
+              .map((offer) => offer.split("/")[0])
+              .filter((name) => !policy.mayRegister(session.identity, name));
+            if (forbidden.length > 0) deregister(session, forbidden, false);
+            withdrawn += forbidden.length;
+          }
+          if (session.role !== "agent") return true;
+          // Zero trust: a flow lives only while both of its ends are still allowed.
+          for (const [flowId, flow] of [...session.flows]) {
+            if (
+              policy.mayOpen(session.identity, flow.service) &&
+              policy.mayRegister(flow.connector.session.identity, flow.service)
+            ) continue;
+            const reason = "no longer allowed by policy";
+            session.channel.send({ type: "close", flow: flowId, reason });
+            closeFlow(session, flowId, reason, true, "policy");
+            closed++;
+          }
+          return true;
+        });
+        if (done !== true) failed++;
       }
       metrics.servicesRegistered.set(registry.size);
-      // Zero trust: a flow lives only while both of its ends are still allowed.
-      let closed = 0;
-      for (const agent of agents) {
-        for (const [flowId, flow] of [...agent.flows]) {
-          if (
-            policy.mayOpen(agent.identity, flow.service) &&
-            policy.mayRegister(flow.connector.session.identity, flow.service)
-          ) continue;
-          const reason = "no longer allowed by policy";
-          agent.channel.send({ type: "close", flow: flowId, reason });
-          closeFlow(agent, flowId, reason, true, "policy");
-          closed++;
-        }
-        const after = visible(agent);
-        for (const name of before.get(agent)!) {
-          if (!after.has(name)) agent.channel.send({ type: "service_down", service: name });
-        }
-        for (const name of after) {
-          if (!before.get(agent)!.has(name)) {
-            agent.channel.send({ type: "service_up", service: name });
-          }
-        }
-      }
       closed += tcp.revoke((agent, service, connector) =>
         policy.mayOpen(agent.identity, service) &&
         policy.mayRegister(connector.identity, service)
       );
+      // Opens still waiting for a connector are re-checked against both ends when it answers.
+      // Agents hear what the new policy changed for them now, not at the coalescing pace.
+      announcer.flushNow(
+        new Set([...Object.keys(previous), ...Object.keys(services), ...registry.services()]),
+      );
       logger.info("policy applied", {
         services: Object.keys(services).length,
         flows_closed: closed,
+        registrations_withdrawn: withdrawn,
+        peers_failed: failed,
       });
     },
     setTls(tls) {

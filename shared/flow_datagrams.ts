@@ -14,6 +14,9 @@ import {
   type ReassemblyDropReason,
 } from "./protocol/reassembly.ts";
 
+/** The smallest frame limit worth fragmenting into (flow id, fragment header and data). */
+const MIN_FRAME_BYTES = 32;
+
 /** Why a payload did not make it into, or out of, the tunnel. */
 export type DatagramDropReason = "queue_full" | "too_large" | "not_ready" | "malformed";
 
@@ -33,7 +36,13 @@ export interface FlowDatagrams {
     frame: Uint8Array,
     deliver: (flow: number, payload: Uint8Array) => void,
   ): DatagramDropReason | null;
-  /** Forgets a closed flow's partial datagrams. */
+  /**
+   * Caps the frames of `flow` at `maxFrame` bytes (the relay's `max_datagram`: what it can
+   * forward to the far end), so payloads are fragmented by the smaller of both hops' limits.
+   * Undefined (an older relay) leaves only this connection's own limit.
+   */
+  limitFlow(flow: number, maxFrame: number | undefined): void;
+  /** Forgets a closed flow's partial datagrams and its limit. */
   dropFlow(flow: number): void;
   /**
    * Drops expired partial datagrams and reports reassembly drops counted since the last
@@ -59,6 +68,7 @@ export function createFlowDatagrams(
 ): FlowDatagrams {
   const reassembler = createReassembler(reassembly);
   const scratch = new Uint8Array(2048);
+  const flowLimits = new Map<number, number>();
   let nextDatagramId = 0;
   let dropped = false;
   const reported: Record<ReassemblyDropReason, number> = {
@@ -73,8 +83,11 @@ export function createFlowDatagrams(
 
   return {
     send(flow, payload) {
-      const maxFrame = conn.maxDatagramSize();
-      if (maxFrame === null || conn.closed) return "not_ready";
+      const writable = conn.maxDatagramSize();
+      if (writable === null || conn.closed) return "not_ready";
+      const maxFrame = Math.min(writable, flowLimits.get(flow) ?? writable, scratch.length);
+      // Too small to carry a fragment header and data (a relay may say anything).
+      if (maxFrame < MIN_FRAME_BYTES) return "too_large";
       const frames = frameCount(flow, payload.length, maxFrame);
       if (frames > MAX_FRAGMENTS) return "too_large";
       if (conn.datagramQueueFull()) return "queue_full";
@@ -93,8 +106,13 @@ export function createFlowDatagrams(
       if (payload !== null) deliver(view.flow, payload);
       return null;
     },
+    limitFlow(flow, maxFrame) {
+      if (maxFrame === undefined) flowLimits.delete(flow);
+      else flowLimits.set(flow, maxFrame);
+    },
     dropFlow(flow) {
       reassembler.dropFlow(flow);
+      flowLimits.delete(flow);
     },
     sweep(report) {
       reassembler.sweep();

@@ -67,6 +67,11 @@ export const relayConfigSchema = z.object({
     control_frames_per_second: count.prefault(200),
     /** DATAGRAM frames quiche queues per connection and direction before dropping. */
     datagram_queue: count.prefault(1024),
+    /**
+     * register/deregister messages one connector connection may send per minute (burst: as
+     * many); each can make the relay announce to every allowed agent. More closes it (LIMIT).
+     */
+    registrations_per_minute: count.prefault(60),
   }).strict().prefault({}),
 }).strict().superRefine((config, ctx) => {
   if (config.auth !== "mtls" && Object.keys(config.tokens).length === 0) {

@@ -44,6 +44,7 @@ export const refusedReasonSchema = z.enum([
   "limit",
   "backend_error",
   "draining",
+  "unsupported",
 ]);
 
 /** `hello`: first message each way; the relay answers with role "relay" and the peer identity. */
@@ -83,9 +84,22 @@ export const openSchema = z.strictObject({
    * connector can bound what one identity holds of its sockets.
    */
   agent: z.string().min(1).max(256).optional(),
+  /**
+   * Set by the relay for a UDP flow: the largest DATAGRAM frame (flow id included) it can
+   * forward to the far end; the receiver fragments by the smaller of this and its own limit.
+   */
+  max_datagram: uint.optional(),
 });
-/** `opened`: the flow for request `id`. */
-export const openedSchema = z.strictObject({ type: z.literal("opened"), id: uint, flow: uint });
+/**
+ * `opened`: the flow for request `id`; for a UDP flow the relay adds `max_datagram` (see
+ * `open`).
+ */
+export const openedSchema = z.strictObject({
+  type: z.literal("opened"),
+  id: uint,
+  flow: uint,
+  max_datagram: uint.optional(),
+});
 /** `refused`: request `id` was refused. */
 export const refusedSchema = z.strictObject({
   type: z.literal("refused"),
