@@ -21,6 +21,17 @@ Deno.test("connectorConfigSchema", async (t) => {
     assert.equal(config.drain_ms, 3000);
     assert.equal(config.shutdown_timeout_ms, 10000);
     assert.equal(config.log_level, "info");
+    assert.deepEqual(config.limits, { flows_per_agent: 1024, max_flows: 16384 });
+    assert.deepEqual(config.hosts, {});
+  });
+
+  await t.step("hosts maps names to IP addresses only", () => {
+    const hosts = { "db.internal": ["10.0.0.5", "fd00::5"] };
+    assert.deepEqual(connectorConfigSchema.parse({ ...base, hosts }).hosts, hosts);
+    const bad = connectorConfigSchema.safeParse({ ...base, hosts: { db: ["db.example"] } });
+    assert.match(bad.error!.issues[0].message, /expected an IP address/);
+    const zero = connectorConfigSchema.safeParse({ ...base, limits: { max_flows: 0 } });
+    assert.deepEqual(zero.error!.issues[0].path, ["limits", "max_flows"]);
   });
 
   await t.step("requires at least one relay and one service", () => {
