@@ -11,7 +11,12 @@ import {
   receivePacket,
 } from "./connection.ts";
 import { CONN_ID_LEN, type HostPort, quiche } from "./native.ts";
-import { createQuicConfig, type TlsMaterial, type TransportOptions } from "./tls_config.ts";
+import {
+  createQuicConfig,
+  sendBufferBytesFor,
+  type TlsMaterial,
+  type TransportOptions,
+} from "./tls_config.ts";
 import { openUdpSocket } from "../udp_socket.ts";
 
 /** Options for {@linkcode connectQuic}. */
@@ -49,6 +54,8 @@ export function connectQuic(options: QuicClientOptions): QuicConnection {
   const socket = openUdpSocket({
     host: bindHost,
     port: 0,
+    // quiche writes each packet into one pooled buffer: it must hold the largest we send.
+    sendBufferBytes: sendBufferBytesFor(options.maxUdpPayload),
     onPacket(packet, from) {
       // Only the server may talk to this socket; anything else is injected traffic.
       if (from.port === server.port && from.hostname === server.host) deliver(packet, from);

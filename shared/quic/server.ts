@@ -5,19 +5,33 @@
  * connection (or validate the client's address with a Retry and accept a new one),
  * `recv`, dispatch events, then drain `send()` and re-arm the timer.
  *
+ * A connection is *pre-auth* from its accept until the application calls
+ * {@linkcode QuicServer.authenticated}: handshaking, or established but not yet
+ * authenticated by the application protocol. Pre-auth connections cost state while their
+ * peer has proven nothing but its address, so they are bounded per source address and in
+ * total, and each one gets one deadline for handshake and authentication together.
+ *
  * @module
  */
 import { randomBytes } from "node:crypto";
 import {
+  CloseCode,
   type ConnectionState,
   createConnectionState,
   type HandlerErrorReporter,
   type QuicConnection,
   receivePacket,
 } from "./connection.ts";
+import { INVALID_TOKEN, writeInitialClose } from "./initial_close.ts";
 import { CONN_ID_LEN, type HostPort, type PacketHeader, quiche } from "./native.ts";
 import { createRetryTokens } from "./retry_token.ts";
-import { createQuicConfig, type TlsMaterial, type TransportOptions } from "./tls_config.ts";
+import {
+  createQuicConfig,
+  sendBufferBytesFor,
+  type TlsMaterial,
+  type TransportOptions,
+} from "./tls_config.ts";
+import { createTokenBucket } from "../token_bucket.ts";
 import { openUdpSocket, type UdpSocket, udpTarget } from "../udp_socket.ts";
 
 /** Why the server dropped a packet without feeding it to a connection. */
@@ -28,6 +42,7 @@ export type PacketDropReason =
   | "short_initial"
   | "bad_token"
   | "connection_limit"
+  | "preauth_limit"
   | "rejected_by_quic"
   | "not_accepting"
   | "rate_limited";
@@ -40,8 +55,22 @@ export interface ServerCounters {
   retries: number;
   /** Version negotiation packets sent. */
   versionNegotiations: number;
+  /** Initials with an invalid or expired token answered with INVALID_TOKEN. */
+  invalidTokenCloses: number;
   /** Connections accepted (handshake begun). */
   accepted: number;
+  /** Pre-auth connections closed because their deadline passed. */
+  preauthTimeouts: number;
+  /** Pre-auth connections closed, oldest first, to make room under `maxPreauth`. */
+  preauthEvictions: number;
+}
+
+/** Live pre-auth connections by stage. */
+export interface PreauthCounts {
+  /** QUIC/TLS handshake not complete yet. */
+  handshake: number;
+  /** Handshake complete, not yet authenticated by the application (`hello`). */
+  hello: number;
 }
 
 /** Options for {@linkcode startQuicServer}. */
@@ -63,6 +92,25 @@ export interface QuicServerOptions extends TransportOptions {
    */
   maxConnections?: number;
   /**
+   * Time from accept until the application must have called
+   * {@linkcode QuicServer.authenticated}; a connection that has not is closed with
+   * {@linkcode CloseCode.LIMIT} (`authentication_timeout`) and counted.
+   * @default {10000}
+   */
+  preauthTimeoutMs?: number;
+  /**
+   * Pre-auth connections one source address may hold; its further new connections are
+   * dropped (`preauth_limit`) until one authenticates or ends.
+   * @default {64}
+   */
+  maxPreauthPerIp?: number;
+  /**
+   * Pre-auth connections in total. A new connection beyond it closes the oldest pre-auth
+   * one (counted as an eviction), so the budget cannot be held against newcomers.
+   * @default {2000}
+   */
+  maxPreauth?: number;
+  /**
    * Called for a new client whose address is validated, before any connection state is
    * created; return false to refuse it (e.g. a per-source handshake rate limit).
    */
@@ -81,6 +129,13 @@ export interface QuicServer {
   readonly connections: ReadonlySet<QuicConnection>;
   /** Packet-level counters. */
   readonly counters: ServerCounters;
+  /**
+   * Declares `conn` authenticated: it leaves the pre-auth budget of its address and the
+   * total, and its deadline no longer applies. Idempotent.
+   */
+  authenticated(conn: QuicConnection): void;
+  /** Live pre-auth connections by stage (for a gauge). */
+  preauth(): PreauthCounts;
   /** Replaces the TLS material for new connections (certificate rotation). */
   setTls(tls: TlsMaterial): void;
   /** Stops accepting new connections; existing ones continue. */
@@ -88,6 +143,22 @@ export interface QuicServer {
   /** Closes the socket at once (connections should have been closed first). */
   close(): void;
 }
+
+/** A connection between accept and {@linkcode QuicServer.authenticated}. */
+interface Preauth {
+  state: ConnectionState;
+  /** The source address it was accepted from (what its budget is charged to). */
+  host: string;
+  /** `performance.now()` at which it is closed unless authenticated. */
+  deadline: number;
+}
+
+/**
+ * INVALID_TOKEN answers per second (burst as many). Each costs about 60 us of HMAC and AES
+ * and goes to an address the token failed to validate, so it is budgeted: honest clients
+ * need one only after a relay restart or a rebinding during their handshake.
+ */
+const INVALID_TOKEN_CLOSES_PER_SECOND = 100;
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 
@@ -104,7 +175,10 @@ const hex = (bytes: Uint8Array, start = 0, end = bytes.length): string => {
  * @example
  * ```ts ignore
  * const server = startQuicServer({ host: "127.0.0.1", port: 0, tls, onConnection(conn) {
- *   conn.setHandlers({ onDatagram: (d) => conn.sendDatagram(d) });
+ *   conn.setHandlers({
+ *     onEstablished: () => server.authenticated(conn),
+ *     onDatagram: (d) => conn.sendDatagram(d),
+ *   });
  * } });
  * ```
  */
@@ -114,13 +188,29 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
     port,
     retry = true,
     maxConnections = 10_000,
+    preauthTimeoutMs = 10_000,
+    maxPreauthPerIp = 64,
+    maxPreauth = 2000,
     admit = () => true,
     onConnection,
   } = options;
+  for (const [name, value] of Object.entries({ preauthTimeoutMs, maxPreauthPerIp, maxPreauth })) {
+    if (!Number.isInteger(value) || value < 1) {
+      throw new RangeError(
+        `Cannot start QUIC server as '${name}' must be a positive integer: current value is ${value}`,
+      );
+    }
+  }
   let config = createQuicConfig(options.tls, options);
   const tokens = createRetryTokens();
+  const invalidTokenBudget = createTokenBucket({ perSecond: INVALID_TOKEN_CLOSES_PER_SECOND });
   const byId = new Map<string, ConnectionState>();
   const live = new Set<QuicConnection>();
+  // Insertion order is accept order, hence deadline order: the sweep and eviction look at
+  // the front only.
+  const preauth = new Map<QuicConnection, Preauth>();
+  const preauthByHost = new Map<string, number>();
+  let sweepTimer: ReturnType<typeof setTimeout> | undefined;
   const counters: ServerCounters = {
     drops: {
       malformed_header: 0,
@@ -129,13 +219,17 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
       short_initial: 0,
       bad_token: 0,
       connection_limit: 0,
+      preauth_limit: 0,
       rejected_by_quic: 0,
       not_accepting: 0,
       rate_limited: 0,
     },
     retries: 0,
     versionNegotiations: 0,
+    invalidTokenCloses: 0,
     accepted: 0,
+    preauthTimeouts: 0,
+    preauthEvictions: 0,
   };
   let accepting = true;
   const scratch = new Uint8Array(1500);
@@ -143,6 +237,8 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
   const socket: UdpSocket = openUdpSocket({
     host,
     port,
+    // quiche writes each packet into one pooled buffer: it must hold the largest we send.
+    sendBufferBytes: sendBufferBytesFor(options.maxUdpPayload),
     onPacket: (packet, from) => handlePacket(packet, from),
   });
   const local: HostPort = { host: socket.addr.hostname, port: socket.addr.port };
@@ -156,6 +252,16 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
       if (known === undefined) counters.drops.unknown_connection++;
       else if (!receivePacket(known, packet, from)) counters.drops.rejected_by_quic++;
       return;
+    }
+    // A long header's version is at the same place in every QUIC version (RFC 8999), and
+    // only the version says what the type bits mean: QUIC v2 calls its Initial 01, which
+    // is v1's 0-RTT. An unknown version is answered before anything else is read.
+    if (packet.length >= 5) {
+      const version = new DataView(packet.buffer, packet.byteOffset).getUint32(1);
+      if (version !== 0 && !quiche.versionIsSupported(version)) {
+        negotiateVersion(packet, from);
+        return;
+      }
     }
     let header: PacketHeader;
     try {
@@ -181,14 +287,6 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
     // Answering anything shorter than a padded Initial would amplify spoofed traffic.
     if (packet.length < quiche.MIN_CLIENT_INITIAL_LEN) {
       counters.drops.short_initial++;
-      return;
-    }
-    if (!quiche.versionIsSupported(header.version)) {
-      const length = quiche.negotiateVersion(header.scid, header.dcid, scratch);
-      socket.send(scratch.subarray(0, length), udpTarget(from.hostname, from.port));
-      counters.versionNegotiations++;
-      // Answered with version negotiation, but for this endpoint the packet is dropped.
-      counters.drops.unsupported_version++;
       return;
     }
     if (!accepting) {
@@ -221,18 +319,28 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
       odcid = tokens.verify(token, from.hostname, from.port);
       if (odcid === null || header.dcid.length !== CONN_ID_LEN) {
         counters.drops.bad_token++;
+        rejectToken(header, from);
         return;
       }
       scid = header.dcid;
     } else {
       scid = randomBytes(CONN_ID_LEN);
     }
+    // Checked after Retry, like `admit`: only a validated address spends its own budget,
+    // so a spoofer cannot exhaust someone else's. Checked before `admit`, so an address at
+    // its cap spends no handshake tokens on retransmitted Initials.
+    if ((preauthByHost.get(from.hostname) ?? 0) >= maxPreauthPerIp) {
+      counters.drops.preauth_limit++;
+      return;
+    }
     const peer: HostPort = { host: from.hostname, port: from.port };
-    // Checked after Retry: only a validated address spends its own handshake budget, so a
-    // spoofer cannot exhaust someone else's.
     if (!admit(peer)) {
       counters.drops.rate_limited++;
       return;
+    }
+    if (preauth.size >= maxPreauth) {
+      counters.preauthEvictions++;
+      shedPreauth(preauth.values().next().value!, "preauth_evicted");
     }
     const native = quiche.Connection.accept(scid, odcid, local, peer, config);
     const keys = [hex(scid)];
@@ -241,18 +349,107 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
     const state = createConnectionState(native, local, peer, socket, () => {
       for (const key of keys) byId.delete(key);
       live.delete(state.api);
+      endPreauth(state.api);
     }, options.onHandlerError);
     for (const key of keys) byId.set(key, state);
     live.add(state.api);
+    startPreauth(state, peer.host);
     counters.accepted++;
     onConnection(state.api);
     if (!receivePacket(state, packet, from)) counters.drops.rejected_by_quic++;
+  }
+
+  /**
+   * Answers a long-header packet of a version quiche does not speak with Version
+   * Negotiation (RFC 9000 §6), reading only the version-independent fields.
+   */
+  function negotiateVersion(packet: Uint8Array, from: Deno.NetAddr): void {
+    counters.drops.unsupported_version++;
+    // Below the size of a client's first Initial, an answer could amplify spoofed traffic.
+    if (packet.length < quiche.MIN_CLIENT_INITIAL_LEN) return;
+    const dcidEnd = 6 + packet[5];
+    const scidEnd = dcidEnd + 1 + packet[dcidEnd];
+    if (scidEnd > packet.length) return;
+    const length = quiche.negotiateVersion(
+      packet.subarray(dcidEnd + 1, scidEnd),
+      packet.subarray(6, dcidEnd),
+      scratch,
+    );
+    socket.send(scratch.subarray(0, length), udpTarget(from.hostname, from.port));
+    counters.versionNegotiations++;
+  }
+
+  /**
+   * Closes, statelessly, an attempt whose token is invalid or expired, with INVALID_TOKEN
+   * (RFC 9000 §8.1.3). A fresh Retry would not do: a client accepts one Retry per attempt,
+   * and every token we issue comes from a Retry, so this client has already used its one.
+   */
+  function rejectToken(header: PacketHeader, from: Deno.NetAddr): void {
+    if (!invalidTokenBudget()) return;
+    const length = writeInitialClose(header.dcid, header.scid, INVALID_TOKEN, scratch);
+    socket.send(scratch.subarray(0, length), udpTarget(from.hostname, from.port));
+    counters.invalidTokenCloses++;
+  }
+
+  function startPreauth(state: ConnectionState, from: string): void {
+    preauth.set(state.api, { state, host: from, deadline: performance.now() + preauthTimeoutMs });
+    preauthByHost.set(from, (preauthByHost.get(from) ?? 0) + 1);
+    sweepTimer ??= setTimeout(sweep, preauthTimeoutMs);
+  }
+
+  function endPreauth(conn: QuicConnection): void {
+    const entry = preauth.get(conn);
+    if (entry === undefined) return;
+    preauth.delete(conn);
+    const left = preauthByHost.get(entry.host)! - 1;
+    if (left === 0) preauthByHost.delete(entry.host);
+    else preauthByHost.set(entry.host, left);
+  }
+
+  /**
+   * Closes a pre-auth connection and releases its budget at once: quiche still answers its
+   * peer for the closing period, but it will never authenticate.
+   */
+  function shedPreauth(entry: Preauth, reason: string): void {
+    endPreauth(entry.state.api);
+    entry.state.api.close(CloseCode.LIMIT, reason);
+  }
+
+  /** Closes every pre-auth connection past its deadline; re-arms for the next one. */
+  function sweep(): void {
+    sweepTimer = undefined;
+    const now = performance.now();
+    for (const entry of preauth.values()) {
+      if (entry.deadline > now) {
+        sweepTimer = setTimeout(sweep, Math.ceil(entry.deadline - now));
+        return;
+      }
+      const { native } = entry.state;
+      // One that is already closing (either side) is not a timeout; it just leaves.
+      if (native.localError() === null && !native.isDraining()) {
+        counters.preauthTimeouts++;
+        shedPreauth(entry, "authentication_timeout");
+      } else {
+        endPreauth(entry.state.api);
+      }
+    }
   }
 
   return {
     addr: local,
     connections: live,
     counters,
+    authenticated(conn) {
+      endPreauth(conn);
+    },
+    preauth() {
+      const counts: PreauthCounts = { handshake: 0, hello: 0 };
+      for (const conn of preauth.keys()) {
+        if (conn.established) counts.hello++;
+        else counts.handshake++;
+      }
+      return counts;
+    },
     setTls(tls) {
       config = createQuicConfig(tls, options);
     },
@@ -260,6 +457,8 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
       accepting = false;
     },
     close() {
+      clearTimeout(sweepTimer);
+      sweepTimer = undefined;
       socket.close();
     },
   };

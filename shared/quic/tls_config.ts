@@ -58,6 +58,14 @@ export interface TransportOptions {
 export const DEFAULT_MAX_UDP_PAYLOAD = 1350;
 
 /**
+ * Size of the pooled send buffers for an endpoint whose packets are at most `maxUdpPayload`
+ * bytes: quiche leaves a DATAGRAM queued for good when no packet buffer can hold it.
+ */
+export function sendBufferBytesFor(maxUdpPayload = DEFAULT_MAX_UDP_PAYLOAD): number {
+  return Math.max(2048, maxUdpPayload);
+}
+
+/**
  * Creates a quiche config that requires and verifies the peer's certificate against `tls.ca`
  * (mutual TLS on the server; server authentication on the client).
  *
