@@ -43,6 +43,7 @@ Deno.test("configLeaves()", async (t) => {
         false,
       ],
       ["limits.datagram_queue", "ZTNA_LIMITS_DATAGRAM_QUEUE", "number", false],
+      ["limits.registrations_per_minute", "ZTNA_LIMITS_REGISTRATIONS_PER_MINUTE", "number", false],
     ]);
   });
 

@@ -26,6 +26,7 @@ Deno.test("relayConfigSchema", async (t) => {
         connections_per_identity: 64,
         control_frames_per_second: 200,
         datagram_queue: 1024,
+        registrations_per_minute: 60,
       },
     });
   });
