@@ -45,6 +45,8 @@ export interface DialOptions {
   maxUdpPayload?: number;
   /** Local address to bind. @default {"127.0.0.1"} */
   bindHost?: string;
+  /** Offer DATAGRAM frames. @default {true} */
+  datagrams?: boolean;
 }
 
 /** Dials the relay and, unless `role` is null, completes `hello`. */
@@ -55,6 +57,7 @@ export async function dialPeer(options: DialOptions): Promise<Peer> {
     serverName: "localhost",
     tls: readTlsFiles(options.tls),
     maxUdpPayload: options.maxUdpPayload,
+    datagrams: options.datagrams,
     bindHost: options.bindHost ?? "127.0.0.1",
   });
   const messages: ControlMessage[] = [];

@@ -52,7 +52,15 @@ export interface TransportOptions {
    * @default {1024}
    */
   maxStreams?: number;
+  /**
+   * Offer QUIC DATAGRAM frames (RFC 9221). Only tests of peers without them turn it off.
+   * @default {true}
+   */
+  datagrams?: boolean;
 }
+
+/** Network paths (peer addresses) quiche tracks per connection; see `createQuicConfig`. */
+export const MAX_PATHS = 32;
 
 /** The send-side UDP payload limit used when none is configured. */
 export const DEFAULT_MAX_UDP_PAYLOAD = 1350;
@@ -81,6 +89,7 @@ export function createQuicConfig(tls: TlsMaterial, options: TransportOptions = {
     datagramQueue = 1024,
     maxStreams = 1024,
     verifyPeer = true,
+    datagrams = true,
   } = options;
   if (!Number.isInteger(idleTimeoutMs) || idleTimeoutMs < 1) {
     throw new RangeError(
@@ -116,9 +125,14 @@ export function createQuicConfig(tls: TlsMaterial, options: TransportOptions = {
   config.setInitialMaxStreamsUni(0);
   config.setMaxStreamWindow(STREAM_WINDOW);
   config.setMaxConnectionWindow(connectionWindow);
-  // Peers never migrate; a connection stays on the address its Retry token validated.
+  // Peers do not migrate on purpose, but a NAT may rebind their address, and RFC 9000 §9
+  // wants that followed even so: quiche validates the new path and moves to it (the send
+  // path follows `SendInfo.to`). Without spare connection ids quiche keeps every old path
+  // and tracks at most this many per connection, so a connection survives 31 rebindings;
+  // one beyond is stuck until the idle timeout, and the peer reconnects.
   config.setDisableActiveMigration(true);
-  config.enableDgram(true, datagramQueue, datagramQueue);
+  config.setActiveConnectionIdLimit(MAX_PATHS);
+  config.enableDgram(datagrams, datagramQueue, datagramQueue);
   config.enablePacing(false);
   // BBR rather than CUBIC: on a loaded host a datagram tunnel sees losses from full socket
   // buffers, not from a congested path, and CUBIC halved its window on each one until the
