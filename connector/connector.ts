@@ -409,6 +409,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
         port: flow.socket.addr.port,
       }),
     });
+    state.datagrams.limitFlow(flowId, message.max_datagram);
     state.session.send({ type: "opened", id, flow: flowId });
   }
 
