@@ -45,6 +45,8 @@ export interface DialOptions {
   maxUdpPayload?: number;
   /** Local address to bind. @default {"127.0.0.1"} */
   bindHost?: string;
+  /** Largest UDP payload this peer accepts (a small one shrinks what the relay may send it). */
+  maxRecvUdpPayload?: number;
   /** Offer DATAGRAM frames. @default {true} */
   datagrams?: boolean;
 }
@@ -58,6 +60,7 @@ export async function dialPeer(options: DialOptions): Promise<Peer> {
     tls: readTlsFiles(options.tls),
     maxUdpPayload: options.maxUdpPayload,
     datagrams: options.datagrams,
+    maxRecvUdpPayload: options.maxRecvUdpPayload,
     bindHost: options.bindHost ?? "127.0.0.1",
   });
   const messages: ControlMessage[] = [];

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import type { ControlMessage } from "../shared/protocol/control.ts";
 import { tokenHashText } from "../shared/config/tokens.ts";
+import { createFlowDatagrams } from "../shared/flow_datagrams.ts";
 import { closedWithin, dialPeer } from "./attack_client.ts";
 import {
   createPki,
@@ -53,6 +54,39 @@ Deno.test("interop: UDP needs negotiated DATAGRAM frames, and says so", async ()
     );
     assert.deepEqual(registered.rejected, [{ name: "echo", reason: "unsupported" }]);
     assert.equal(agent.conn.closed, false, "a clear refusal, not a close");
+  } finally {
+    await tunnel.stop();
+  }
+});
+
+Deno.test("interop: a peer that takes only 1200-byte packets gets every fragment of a big reply", async () => {
+  const tunnel = await startTunnel({ allowedAgents: ["agent-1", "agent-2"] });
+  try {
+    const peer = await dialPeer({
+      relayPort: portOf(tunnel.relayAddress),
+      tls: tunnel.pki.tls("agent-2"),
+      maxRecvUdpPayload: 1200,
+    });
+    // `max_datagram` here is what the relay can forward to the connector; the connector was
+    // told this peer's smaller limit in its `open`, and fragments its replies by it.
+    const { flow, maxDatagram } = await peer.openUdp("echo");
+    const datagrams = createFlowDatagrams(peer.conn);
+    datagrams.limitFlow(flow, maxDatagram);
+    for (const size of [1100, 1300, 4000, 8000]) {
+      const payload = new Uint8Array(size).map((_, i) => (i * 7 + size) & 0xff);
+      const seen = peer.datagrams.length;
+      assert.equal(datagrams.send(flow, payload), null);
+      let echoed: Uint8Array | null = null;
+      await waitFor(`the ${size}-byte echo reassembled`, () => {
+        for (const frame of peer.datagrams.splice(seen)) {
+          datagrams.receive(frame, (_flow, data) => echoed = data.slice());
+        }
+        return echoed !== null;
+      });
+      assert.deepEqual(echoed, payload);
+    }
+    const samples = await scrape(String(tunnel.relay.ready.metrics));
+    assert.equal(metric(samples, 'ztna_relay_drops_total{reason="too_large"}'), 0);
   } finally {
     await tunnel.stop();
   }

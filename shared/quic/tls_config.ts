@@ -37,6 +37,12 @@ export interface TransportOptions {
    */
   maxUdpPayload?: number;
   /**
+   * Largest UDP payload we accept, advertised to the peer (max_udp_payload_size); the
+   * peer's packets, and so its DATAGRAM frames to us, stay within it.
+   * @default {65527}
+   */
+  maxRecvUdpPayload?: number;
+  /**
    * DATAGRAM frames queued per direction before new ones are refused.
    * @default {1024}
    */
@@ -86,6 +92,7 @@ export function createQuicConfig(tls: TlsMaterial, options: TransportOptions = {
   const {
     idleTimeoutMs = 30_000,
     maxUdpPayload = DEFAULT_MAX_UDP_PAYLOAD,
+    maxRecvUdpPayload = 65_527,
     datagramQueue = 1024,
     maxStreams = 1024,
     verifyPeer = true,
@@ -107,7 +114,7 @@ export function createQuicConfig(tls: TlsMaterial, options: TransportOptions = {
   );
   config.setApplicationProtos([ALPN]);
   config.setMaxIdleTimeout(idleTimeoutMs);
-  config.setMaxRecvUdpPayloadSize(65_527);
+  config.setMaxRecvUdpPayloadSize(maxRecvUdpPayload);
   config.setMaxSendUdpPayloadSize(maxUdpPayload);
   // quiche 0.18 does not resend a lost MAX_DATA unless the application has read more since:
   // a sender blocked on connection credit whose last MAX_DATA was lost waits forever (seen
