@@ -130,11 +130,12 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
       reader: createStreamHeaderReader(session.conn, streamId),
       pipe: null,
       started: performance.now(),
-      timer: setTimeout(() => {
-        logger.warn("relay did not answer a tcp open in time", { service });
-        session.conn.streamReset(streamId, StreamCode.GOING_AWAY);
-        end(session, streamId);
-      }, openTimeoutMs),
+      timer: setTimeout(() =>
+        session.conn.guard("tcp open timeout", () => {
+          logger.warn("relay did not answer a tcp open in time", { service });
+          session.conn.streamReset(streamId, StreamCode.GOING_AWAY);
+          end(session, streamId);
+        }), openTimeoutMs),
     };
     state.flows.set(streamId, flow);
   }

@@ -426,10 +426,13 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
   const sweeper = setInterval(() => {
     const idleBefore = Date.now() - config.flow_idle_ms;
     for (const state of relays) {
-      for (const flow of state.flows.values()) {
-        if (flow.lastActive < idleBefore) endFlow(state, flow, true);
-      }
-      state.datagrams.sweep((reason, count) => metrics.drops.inc({ reason }, count));
+      // Per relay session, guarded: a failure ends that session, not the sweep or process.
+      state.session.conn.guard("sweep", () => {
+        for (const flow of state.flows.values()) {
+          if (flow.lastActive < idleBefore) endFlow(state, flow, true);
+        }
+        state.datagrams.sweep((reason, count) => metrics.drops.inc({ reason }, count));
+      });
     }
   }, Math.min(1000, config.flow_idle_ms));
 

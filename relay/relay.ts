@@ -186,7 +186,8 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   const announcer = createAnnouncer<Session>({
     agents: () => [...sessions].filter((s) => s.role === "agent"),
     visible: (agent, service) => policy.mayOpen(agent.identity, service) && registry.has(service),
-    tell: (agent, type, service) => agent.channel.send({ type, service }),
+    tell: (agent, type, service) =>
+      agent.conn.guard("announce", () => agent.channel.send({ type, service })),
   });
   // TCP flows ride streams; they are authorized exactly like UDP opens (authorizeOpen).
   const tcp = createTcpFlows<Session>({

@@ -207,12 +207,13 @@ export function createTcpFlows<P extends StreamPeer>(
     flow.openWrite = write;
     flow.state = "opening";
     table(connector).set(streamId, flow);
-    flow.timer = setTimeout(() => {
-      if (flow.state !== "opening") return;
-      connector.conn.streamReset(streamId, StreamCode.GOING_AWAY);
-      flow.connectorOpen = false;
-      refuse(flow, "unavailable", "connector did not answer in time");
-    }, openTimeoutMs);
+    flow.timer = setTimeout(() =>
+      flow.agent.conn.guard("tcp open timeout", () => {
+        if (flow.state !== "opening") return;
+        connector.conn.streamReset(streamId, StreamCode.GOING_AWAY);
+        flow.connectorOpen = false;
+        refuse(flow, "unavailable", "connector did not answer in time");
+      }), openTimeoutMs);
   }
 
   function onConnectorAnswer(flow: TcpFlow<P>, answer: StreamAnswer, fin: boolean): void {
