@@ -159,6 +159,9 @@ export async function spawnLogged(
     resolve: (l: Record<string, unknown>) => void;
   }[] = [];
   const stderr: string[] = [];
+  // ZTNA_TEST_LOG=warn (or info, debug) echoes children's log lines at that level and above.
+  const echoLevels = ["debug", "info", "warn", "error"];
+  const echoFrom = echoLevels.indexOf(Deno.env.get("ZTNA_TEST_LOG") ?? "");
   const reading = (async () => {
     for await (const line of readLines(child.stdout)) {
       let fields: Record<string, unknown>;
@@ -168,6 +171,9 @@ export async function spawnLogged(
         continue;
       }
       logs.push(fields);
+      if (echoFrom >= 0 && echoLevels.indexOf(String(fields.level)) >= echoFrom) {
+        console.error(`[${name}] ${line}`);
+      }
       for (const waiter of [...waiters]) {
         if (waiter.match(fields)) {
           waiters.splice(waiters.indexOf(waiter), 1);
