@@ -26,6 +26,9 @@ export interface RelayMetrics {
   packetsDropped: Counter<"reason">;
   flowSetup: Histogram;
   serviceConnectors: Gauge<"service">;
+  preauthConnections: Gauge<"stage">;
+  preauthCloses: Counter<"reason">;
+  statelessAnswers: Counter<"kind">;
 }
 
 /** Figures the relay keeps as plain numbers and the registry reads at scrape time. */
@@ -34,6 +37,39 @@ export interface RelayMetricSources {
   packetDrops: () => Record<string, number>;
   /** Connectors currently serving each service of the policy. */
   serviceConnectors: () => Record<string, number>;
+  /** Live pre-auth connections by stage (`handshake`, `hello`). */
+  preauth: () => Record<string, number>;
+  /** Pre-auth connections the endpoint closed, by reason (running totals). */
+  preauthCloses: () => Record<string, number>;
+  /** Packets answered without connection state, by kind (running totals). */
+  statelessAnswers: () => Record<string, number>;
+}
+
+/**
+ * A counter whose values come from running totals kept as plain numbers (the QUIC endpoint
+ * counts on its hot path): each scrape adds what grew since the last one.
+ */
+function totalsCounter<L extends string>(
+  registers: Registry[],
+  name: string,
+  help: string,
+  label: L,
+  totals: () => Record<string, number>,
+): Counter<L> {
+  const exported: Record<string, number> = {};
+  return new Counter({
+    name,
+    help,
+    labelNames: [label],
+    registers,
+    collect() {
+      for (const [value, total] of Object.entries(totals())) {
+        const delta = total - (exported[value] ?? 0);
+        if (delta > 0) this.inc({ [label]: value } as Record<L, string>, delta);
+        exported[value] = total;
+      }
+    },
+  });
 }
 
 /**
@@ -45,7 +81,6 @@ export function createRelayMetrics(
   sources: RelayMetricSources,
 ): RelayMetrics {
   const { packetDrops, serviceConnectors } = sources;
-  const exported: Record<string, number> = {};
   const registers = [registry];
   const p = "ztna_relay_";
   return {
@@ -139,17 +174,36 @@ export function createRelayMetrics(
       labelNames: ["reason"],
       registers,
     }),
-    packetsDropped: new Counter({
-      name: `${p}packets_dropped_total`,
-      help: "UDP packets dropped before reaching a connection, by reason.",
-      labelNames: ["reason"],
+    packetsDropped: totalsCounter(
+      registers,
+      `${p}packets_dropped_total`,
+      "UDP packets dropped before reaching a connection, by reason.",
+      "reason",
+      packetDrops,
+    ),
+    preauthCloses: totalsCounter(
+      registers,
+      `${p}preauth_closes_total`,
+      "Connections closed before authenticating: past preauth_timeout_ms (timeout) or " +
+        "evicted, oldest first, for a newcomer under preauth_connections (evicted).",
+      "reason",
+      sources.preauthCloses,
+    ),
+    statelessAnswers: totalsCounter(
+      registers,
+      `${p}stateless_answers_total`,
+      "Packets answered without connection state: retry, version_negotiation, invalid_token.",
+      "kind",
+      sources.statelessAnswers,
+    ),
+    preauthConnections: new Gauge({
+      name: `${p}preauth_connections`,
+      help: "Connections not yet authenticated: in the handshake, or established and " +
+        "waiting for hello.",
+      labelNames: ["stage"],
       registers,
       collect() {
-        for (const [reason, total] of Object.entries(packetDrops())) {
-          const delta = total - (exported[reason] ?? 0);
-          if (delta > 0) this.inc({ reason }, delta);
-          exported[reason] = total;
-        }
+        for (const [stage, count] of Object.entries(sources.preauth())) this.set({ stage }, count);
       },
     }),
     serviceConnectors: new Gauge({

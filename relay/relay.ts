@@ -163,6 +163,9 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     tls: deps.tls,
     idleTimeoutMs: config.idle_timeout_ms,
     maxConnections: config.limits.max_connections,
+    preauthTimeoutMs: config.limits.preauth_timeout_ms,
+    maxPreauthPerIp: config.limits.preauth_connections_per_ip,
+    maxPreauth: config.limits.preauth_connections,
     // Token-only peers present no certificate, so the TLS layer must not ask for one.
     verifyPeer: config.auth !== "token",
     datagramQueue: config.limits.datagram_queue,
@@ -176,6 +179,16 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   });
   const metrics = deps.metrics({
     packetDrops: () => ({ ...server.counters.drops }),
+    preauth: () => ({ ...server.preauth() }),
+    preauthCloses: () => ({
+      timeout: server.counters.preauthTimeouts,
+      evicted: server.counters.preauthEvictions,
+    }),
+    statelessAnswers: () => ({
+      retry: server.counters.retries,
+      version_negotiation: server.counters.versionNegotiations,
+      invalid_token: server.counters.invalidTokenCloses,
+    }),
     // Services of the current policy (a bounded label set), with how many connectors serve them.
     serviceConnectors: () =>
       Object.fromEntries(
@@ -344,6 +357,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         });
       }
       session.role = message.role;
+      server.authenticated(session.conn);
       session.channel.setMaxFrameBytes(config.limits.max_frame_bytes);
       metrics.connectionsAccepted.inc({ role: message.role });
       metrics.connectionsActive.inc({ role: message.role });

@@ -44,6 +44,14 @@ Deno.test("configLeaves()", async (t) => {
       ],
       ["limits.datagram_queue", "ZTNA_LIMITS_DATAGRAM_QUEUE", "number", false],
       ["limits.registrations_per_minute", "ZTNA_LIMITS_REGISTRATIONS_PER_MINUTE", "number", false],
+      ["limits.preauth_timeout_ms", "ZTNA_LIMITS_PREAUTH_TIMEOUT_MS", "number", false],
+      [
+        "limits.preauth_connections_per_ip",
+        "ZTNA_LIMITS_PREAUTH_CONNECTIONS_PER_IP",
+        "number",
+        false,
+      ],
+      ["limits.preauth_connections", "ZTNA_LIMITS_PREAUTH_CONNECTIONS", "number", false],
     ]);
   });
 

@@ -72,6 +72,21 @@ export const relayConfigSchema = z.object({
      * many); each can make the relay announce to every allowed agent. More closes it (LIMIT).
      */
     registrations_per_minute: count.prefault(60),
+    /**
+     * Time a connection has from its first packet to an accepted `hello` (handshake and
+     * authentication together); past it, it is closed with LIMIT `authentication_timeout`.
+     */
+    preauth_timeout_ms: count.prefault(10_000),
+    /**
+     * Unauthenticated connections one source address may hold; its further Initials are
+     * dropped (`preauth_limit`) until one authenticates or ends.
+     */
+    preauth_connections_per_ip: count.prefault(64),
+    /**
+     * Unauthenticated connections in total; a newcomer beyond it evicts the oldest one, so
+     * the budget cannot be held against new peers.
+     */
+    preauth_connections: count.prefault(2000),
   }).strict().prefault({}),
 }).strict().superRefine((config, ctx) => {
   if (config.auth !== "mtls" && Object.keys(config.tokens).length === 0) {

@@ -27,6 +27,9 @@ Deno.test("relayConfigSchema", async (t) => {
         control_frames_per_second: 200,
         datagram_queue: 1024,
         registrations_per_minute: 60,
+        preauth_timeout_ms: 10_000,
+        preauth_connections_per_ip: 64,
+        preauth_connections: 2000,
       },
     });
   });
