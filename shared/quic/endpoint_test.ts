@@ -264,3 +264,217 @@ Deno.test("quic endpoint: garbage packets are dropped, counted, and service cont
   attacker.close();
   await h.shutdown();
 });
+
+/** A raw UDP socket for packets our own endpoint would never send. */
+function rawSocket() {
+  const conn = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  return {
+    conn,
+    async receive(ms = 2000): Promise<Uint8Array | null> {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const result = await Promise.race([
+        conn.receive().then(([data]) => data),
+        new Promise<null>((r) => timer = setTimeout(() => r(null), ms)),
+      ]);
+      clearTimeout(timer);
+      return result;
+    },
+  };
+}
+
+/** A padded long-header packet: `first` byte, `version`, 8-byte CIDs. */
+function longHeaderPacket(first: number, version: number): Uint8Array {
+  const packet = new Uint8Array(1200);
+  packet[0] = first;
+  new DataView(packet.buffer).setUint32(1, version);
+  packet[5] = 8;
+  packet.set([1, 2, 3, 4, 5, 6, 7, 8], 6);
+  packet[14] = 8;
+  packet.set([9, 10, 11, 12, 13, 14, 15, 16], 15);
+  return packet;
+}
+
+Deno.test("quic endpoint: version negotiation for any unknown version, whatever the type bits", async () => {
+  const server = startQuicServer({
+    host: "127.0.0.1",
+    port: 0,
+    tls: material(relayCert),
+    onConnection: () => {},
+  });
+  const raw = rawSocket();
+  const to = { transport: "udp" as const, hostname: "127.0.0.1", port: server.addr.port };
+  try {
+    // QUIC v2's Initial (type bits 01), a greased version with v1's Initial bits, and a
+    // v2 Handshake (type bits 11): each gets a Version Negotiation listing version 1.
+    for (const [first, version] of [[0xd0, 0x6b3343cf], [0xc0, 0x1a2a3a4a], [0xf0, 0x6b3343cf]]) {
+      await raw.conn.send(longHeaderPacket(first, version), to);
+      const answer = await raw.receive();
+      assert.ok(answer !== null, `answered 0x${version.toString(16)}`);
+      const view = new DataView(answer.buffer, answer.byteOffset);
+      assert.equal(answer[0] & 0x80, 0x80, "long header");
+      assert.equal(view.getUint32(1), 0, "version 0 marks Version Negotiation");
+      // It echoes our CIDs swapped: its DCID is our SCID.
+      assert.deepEqual([...answer.subarray(6, 6 + answer[5])], [9, 10, 11, 12, 13, 14, 15, 16]);
+      const versions = answer.subarray(6 + answer[5] + 1 + answer[6 + answer[5]]);
+      assert.ok(
+        Array.from(
+          { length: versions.length / 4 },
+          (_, i) => new DataView(versions.buffer, versions.byteOffset).getUint32(i * 4),
+        ).includes(1),
+      );
+    }
+    // Small packets are not answered (no amplification), only counted.
+    await raw.conn.send(longHeaderPacket(0xd0, 0x6b3343cf).subarray(0, 100), to);
+    assert.equal(await raw.receive(300), null);
+    assert.equal(server.counters.versionNegotiations, 3);
+    assert.equal(server.counters.drops.unsupported_version, 4);
+  } finally {
+    raw.conn.close();
+    server.close();
+  }
+});
+
+Deno.test("quic endpoint: an Initial with a token this server did not issue gets INVALID_TOKEN", async () => {
+  const issuer = startQuicServer({
+    host: "127.0.0.1",
+    port: 0,
+    tls: material(relayCert),
+    onConnection: () => {},
+  });
+  const verifier = startQuicServer({
+    host: "127.0.0.1",
+    port: 0,
+    tls: material(relayCert),
+    onConnection: () => {},
+  });
+  const raw = rawSocket();
+  const local = { host: "127.0.0.1", port: (raw.conn.addr as Deno.NetAddr).port };
+  const issuerAddr = { host: "127.0.0.1", port: issuer.addr.port };
+  const { quiche } = await import("./native.ts");
+  const { createQuicConfig } = await import("./tls_config.ts");
+  const client = quiche.Connection.connect(
+    "localhost",
+    crypto.getRandomValues(new Uint8Array(16)),
+    local,
+    issuerAddr,
+    createQuicConfig(material(clientCert)),
+  );
+  const buffer = new Uint8Array(1500);
+  const flight = (port: number) => {
+    const sent = client.send(buffer);
+    assert.ok(sent !== null);
+    return raw.conn.send(buffer.subarray(0, sent[0]), {
+      transport: "udp",
+      hostname: "127.0.0.1",
+      port,
+    });
+  };
+  try {
+    await flight(issuer.addr.port);
+    const retry = await raw.receive();
+    assert.ok(retry !== null, "the issuer answers with a Retry");
+    client.recv(retry, { from: issuerAddr, to: local });
+    // The Initial carrying the issuer's token goes to a server whose key differs (as after
+    // a restart): its token is invalid there.
+    await flight(verifier.addr.port);
+    const close = await raw.receive();
+    assert.ok(close !== null, "not silence");
+    assert.ok(close.length < 100, "a small answer (no amplification)");
+    client.recv(close, { from: issuerAddr, to: local });
+    assert.deepEqual(
+      { isApp: client.peerError()?.isApp, code: client.peerError()?.errorCode },
+      { isApp: false, code: 0x0b },
+      "the client reads CONNECTION_CLOSE with INVALID_TOKEN",
+    );
+    assert.equal(verifier.counters.invalidTokenCloses, 1);
+    assert.equal(verifier.counters.drops.bad_token, 1);
+  } finally {
+    raw.conn.close();
+    issuer.close();
+    verifier.close();
+  }
+});
+
+Deno.test("quic endpoint: pre-auth connections are capped per address and closed at their deadline", async () => {
+  const accepted: QuicConnection[] = [];
+  const server = startQuicServer({
+    host: "127.0.0.1",
+    port: 0,
+    tls: material(relayCert),
+    preauthTimeoutMs: 1500,
+    maxPreauthPerIp: 2,
+    onConnection(conn) {
+      accepted.push(conn);
+      conn.setHandlers({});
+    },
+  });
+  const dial = () => {
+    const client = connectQuic({
+      server: { host: "127.0.0.1", port: server.addr.port },
+      serverName: "localhost",
+      tls: material(clientCert),
+    });
+    const closed: CloseInfo[] = [];
+    client.setHandlers({ onClosed: (info) => closed.push(info) });
+    return { client, closed };
+  };
+  try {
+    const first = dial();
+    const second = dial();
+    await waitFor("two handshakes", () => first.client.established && second.client.established);
+    const third = dial();
+    await waitFor("the third refused", () => server.counters.drops.preauth_limit > 0);
+    assert.equal(third.client.established, false);
+    assert.deepEqual(server.preauth(), { handshake: 0, hello: 2 });
+    // One authenticates: it leaves the budget and outlives the deadline.
+    server.authenticated(accepted[0]);
+    await waitFor("the other closed at its deadline", () => second.closed.length > 0, 5000);
+    assert.deepEqual(
+      { code: second.closed[0].peer?.code, reason: second.closed[0].peer?.reason },
+      { code: CloseCode.LIMIT, reason: "authentication_timeout" },
+    );
+    assert.equal(server.counters.preauthTimeouts, 1);
+    // The third's retransmitted Initial now finds room.
+    await waitFor("the third admitted", () => third.client.established, 10_000);
+    assert.equal(first.client.closed, false, "the authenticated one stays");
+    for (const c of [first, third]) c.client.close(CloseCode.NO_ERROR, "done");
+    await waitFor("closed", () => first.client.closed && third.client.closed);
+  } finally {
+    server.close();
+  }
+});
+
+Deno.test("quic endpoint: a newcomer beyond the total pre-auth budget evicts the oldest", async () => {
+  const server = startQuicServer({
+    host: "127.0.0.1",
+    port: 0,
+    tls: material(relayCert),
+    maxPreauth: 2,
+    onConnection: (conn) => conn.setHandlers({}),
+  });
+  const clients = [0, 1, 2].map(() => {
+    const client = connectQuic({
+      server: { host: "127.0.0.1", port: server.addr.port },
+      serverName: "localhost",
+      tls: material(clientCert),
+    });
+    const closed: CloseInfo[] = [];
+    client.setHandlers({ onClosed: (info) => closed.push(info) });
+    return { client, closed };
+  });
+  try {
+    await waitFor("the oldest evicted", () => clients[0].closed.length > 0);
+    // Closed mid-handshake, the application close travels as a transport APPLICATION_ERROR
+    // (RFC 9000 §10.2.3 hides the reason before the handshake is done).
+    assert.ok(clients[0].closed[0].peer !== null, "closed by the server");
+    await waitFor(
+      "the others up",
+      () => clients[1].client.established && clients[2].client.established,
+    );
+    assert.equal(server.counters.preauthEvictions, 1);
+    for (const c of clients.slice(1)) c.client.close(CloseCode.NO_ERROR, "done");
+    await waitFor("closed", () => clients.every((c) => c.client.closed));
+  } finally {
+    server.close();
+  }
+});
