@@ -9,6 +9,8 @@ import { createControlChannel } from "../shared/control_channel.ts";
 import type { ControlMessage } from "../shared/protocol/control.ts";
 import { encodeWhole } from "../shared/protocol/datagram.ts";
 import { type CloseInfo, connectQuic, type QuicConnection } from "../shared/quic/mod.ts";
+import { type NativeConnection, quiche } from "../shared/quic/native.ts";
+import { createQuicConfig } from "../shared/quic/tls_config.ts";
 import { readTlsFiles } from "../shared/tls_files.ts";
 import { waitFor } from "./harness.ts";
 
@@ -47,6 +49,8 @@ export interface DialOptions {
   bindHost?: string;
   /** Largest UDP payload this peer accepts (a small one shrinks what the relay may send it). */
   maxRecvUdpPayload?: number;
+  /** How long to wait for the handshake before giving up (rejects). @default {10000} */
+  handshakeMs?: number;
   /** Offer DATAGRAM frames. @default {true} */
   datagrams?: boolean;
 }
@@ -77,7 +81,16 @@ export async function dialPeer(options: DialOptions): Promise<Peer> {
       onClosed: resolve,
     });
   });
-  await waitFor("handshake", () => conn.established || conn.closed, 10_000);
+  try {
+    await waitFor(
+      "handshake",
+      () => conn.established || conn.closed,
+      options.handshakeMs ?? 10_000,
+    );
+  } catch (error) {
+    conn.close(0, "gave up");
+    throw error;
+  }
   const next = async <T extends ControlMessage>(
     match: (m: ControlMessage) => m is T,
     ms = 10_000,
@@ -125,4 +138,87 @@ export function closedWithin(peer: Peer, ms: number): Promise<CloseInfo | null> 
     peer.closed.finally(() => clearTimeout(timer)),
     new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), ms)),
   ]);
+}
+
+/** Handshakes held half-open by {@linkcode holdHalfOpen}. */
+export interface HalfOpen {
+  /** Handshakes whose Retry was followed (the relay then holds state for them). */
+  readonly held: number;
+  /** Stops retransmitting and closes the socket. */
+  close(): void;
+}
+
+/**
+ * Opens `count` handshakes from `bindHost` that follow the relay's Retry, send their Initial
+ * and then ignore everything the relay says; quiche's own loss timer keeps resending the
+ * Initial, which keeps each one alive at the relay (finding 4's attacker). Needs no
+ * credentials.
+ */
+export async function holdHalfOpen(
+  relayPort: number,
+  bindHost: string,
+  count: number,
+  ca: Uint8Array,
+): Promise<HalfOpen> {
+  const socket = Deno.listenDatagram({ transport: "udp", hostname: bindHost, port: 0 });
+  const local = { host: bindHost, port: (socket.addr as Deno.NetAddr).port };
+  const relay = { host: "127.0.0.1", port: relayPort };
+  const to: Deno.NetAddr = { transport: "udp", hostname: "127.0.0.1", port: relayPort };
+  const config = createQuicConfig({ ca });
+  const buffer = new Uint8Array(1500);
+  const clients = new Map<string, { native: NativeConnection; retried: boolean }>();
+  let open = true;
+  let held = 0;
+  const flush = async (native: NativeConnection) => {
+    for (;;) {
+      const sent = native.send(buffer);
+      if (sent === null) return;
+      await socket.send(buffer.subarray(0, sent[0]), to).catch(() => {});
+    }
+  };
+  (async () => {
+    try {
+      for (;;) {
+        const [packet] = await socket.receive();
+        // The relay's packets start with the client's id as their DCID (long header).
+        const key = Array.from(packet.subarray(6, 6 + packet[5])).join(",");
+        const client = clients.get(key);
+        if (client === undefined || client.retried) continue; // ignored, as promised
+        client.retried = true;
+        try {
+          client.native.recv(packet, { from: relay, to: local });
+        } catch {
+          continue;
+        }
+        held++;
+        await flush(client.native);
+      }
+    } catch {
+      // Socket closed.
+    }
+  })();
+  for (let i = 0; i < count; i++) {
+    const scid = crypto.getRandomValues(new Uint8Array(16));
+    const native = quiche.Connection.connect("localhost", scid, local, relay, config);
+    clients.set(Array.from(scid).join(","), { native, retried: false });
+    await flush(native);
+  }
+  const resend = setInterval(async () => {
+    for (const { native } of clients.values()) {
+      if (!open) return;
+      const wait = native.timeout();
+      if (wait !== null && wait <= 0) native.onTimeout();
+      await flush(native);
+    }
+  }, 200);
+  return {
+    get held() {
+      return held;
+    },
+    close() {
+      open = false;
+      clearInterval(resend);
+      socket.close();
+    },
+  };
 }
