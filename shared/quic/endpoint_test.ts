@@ -478,3 +478,59 @@ Deno.test("quic endpoint: a newcomer beyond the total pre-auth budget evicts the
     server.close();
   }
 });
+
+Deno.test("quic endpoint: a handler that throws closes its connection with INTERNAL, nothing else", async () => {
+  const reported: string[] = [];
+  const server = startQuicServer({
+    host: "127.0.0.1",
+    port: 0,
+    tls: material(relayCert),
+    onHandlerError: (conn, error, where) => reported.push(`${where}: ${(error as Error).message}`),
+    onConnection(conn) {
+      conn.setHandlers({
+        onDatagram(data) {
+          if (data[0] === 0xff) throw new Error("handler bug");
+          conn.sendDatagram(data);
+        },
+      });
+      // A second install is refused: handlers are set once per connection.
+      assert.throws(() => conn.setHandlers({}), /already set/);
+    },
+  });
+  const dial = () => {
+    const client = connectQuic({
+      server: { host: "127.0.0.1", port: server.addr.port },
+      serverName: "localhost",
+      tls: material(clientCert),
+    });
+    const closed: CloseInfo[] = [];
+    const echoed: Uint8Array[] = [];
+    client.setHandlers({
+      onClosed: (info) => closed.push(info),
+      onDatagram: (d) => echoed.push(d.slice()),
+    });
+    return { client, closed, echoed };
+  };
+  try {
+    const victim = dial();
+    const bystander = dial();
+    await waitFor("both up", () => victim.client.established && bystander.client.established);
+    victim.client.sendDatagram(new Uint8Array([0xff]));
+    await waitFor("the victim closed", () => victim.closed.length > 0);
+    assert.deepEqual(
+      { isApp: victim.closed[0].peer?.isApp, code: victim.closed[0].peer?.code },
+      { isApp: true, code: CloseCode.INTERNAL },
+    );
+    assert.equal(victim.closed[0].peer?.reason, "internal_error");
+    assert.deepEqual(reported, ["packet: handler bug"]);
+    // A timer-driven entry is guarded the same way.
+    const [first] = [...server.connections].filter((c) => !c.closed);
+    assert.equal(first.guard("test timer", () => 7), 7);
+    bystander.client.sendDatagram(new Uint8Array([1, 2, 3]));
+    await waitFor("the bystander still served", () => bystander.echoed.length > 0);
+    bystander.client.close(CloseCode.NO_ERROR, "done");
+    await waitFor("closed", () => bystander.client.closed);
+  } finally {
+    server.close();
+  }
+});
