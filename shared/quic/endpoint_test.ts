@@ -265,6 +265,22 @@ Deno.test("quic endpoint: garbage packets are dropped, counted, and service cont
   await h.shutdown();
 });
 
+/** A client of `server` recording how it closed and the datagrams it received. */
+function dialClient(server: { addr: { port: number } }) {
+  const client = connectQuic({
+    server: { host: "127.0.0.1", port: server.addr.port },
+    serverName: "localhost",
+    tls: material(clientCert),
+  });
+  const closed: CloseInfo[] = [];
+  const received: Uint8Array[] = [];
+  client.setHandlers({
+    onClosed: (info) => closed.push(info),
+    onDatagram: (d) => received.push(d.slice()),
+  });
+  return { client, closed, received };
+}
+
 /** A raw UDP socket for packets our own endpoint would never send. */
 function rawSocket() {
   const conn = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
@@ -408,16 +424,7 @@ Deno.test("quic endpoint: pre-auth connections are capped per address and closed
       conn.setHandlers({});
     },
   });
-  const dial = () => {
-    const client = connectQuic({
-      server: { host: "127.0.0.1", port: server.addr.port },
-      serverName: "localhost",
-      tls: material(clientCert),
-    });
-    const closed: CloseInfo[] = [];
-    client.setHandlers({ onClosed: (info) => closed.push(info) });
-    return { client, closed };
-  };
+  const dial = () => dialClient(server);
   try {
     const first = dial();
     const second = dial();
@@ -452,16 +459,7 @@ Deno.test("quic endpoint: a newcomer beyond the total pre-auth budget evicts the
     maxPreauth: 2,
     onConnection: (conn) => conn.setHandlers({}),
   });
-  const clients = [0, 1, 2].map(() => {
-    const client = connectQuic({
-      server: { host: "127.0.0.1", port: server.addr.port },
-      serverName: "localhost",
-      tls: material(clientCert),
-    });
-    const closed: CloseInfo[] = [];
-    client.setHandlers({ onClosed: (info) => closed.push(info) });
-    return { client, closed };
-  });
+  const clients = [0, 1, 2].map(() => dialClient(server));
   try {
     await waitFor("the oldest evicted", () => clients[0].closed.length > 0);
     // Closed mid-handshake, the application close travels as a transport APPLICATION_ERROR
@@ -497,20 +495,7 @@ Deno.test("quic endpoint: a handler that throws closes its connection with INTER
       assert.throws(() => conn.setHandlers({}), /already set/);
     },
   });
-  const dial = () => {
-    const client = connectQuic({
-      server: { host: "127.0.0.1", port: server.addr.port },
-      serverName: "localhost",
-      tls: material(clientCert),
-    });
-    const closed: CloseInfo[] = [];
-    const echoed: Uint8Array[] = [];
-    client.setHandlers({
-      onClosed: (info) => closed.push(info),
-      onDatagram: (d) => echoed.push(d.slice()),
-    });
-    return { client, closed, echoed };
-  };
+  const dial = () => dialClient(server);
   try {
     const victim = dial();
     const bystander = dial();
@@ -527,7 +512,7 @@ Deno.test("quic endpoint: a handler that throws closes its connection with INTER
     const [first] = [...server.connections].filter((c) => !c.closed);
     assert.equal(first.guard("test timer", () => 7), 7);
     bystander.client.sendDatagram(new Uint8Array([1, 2, 3]));
-    await waitFor("the bystander still served", () => bystander.echoed.length > 0);
+    await waitFor("the bystander still served", () => bystander.received.length > 0);
     bystander.client.close(CloseCode.NO_ERROR, "done");
     await waitFor("closed", () => bystander.client.closed);
   } finally {
