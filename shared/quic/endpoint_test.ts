@@ -483,7 +483,7 @@ Deno.test("quic endpoint: a handler that throws closes its connection with INTER
     host: "127.0.0.1",
     port: 0,
     tls: material(relayCert),
-    onHandlerError: (conn, error, where) => reported.push(`${where}: ${(error as Error).message}`),
+    onHandlerError: (_conn, error, where) => reported.push(`${where}: ${(error as Error).message}`),
     onConnection(conn) {
       conn.setHandlers({
         onDatagram(data) {
