@@ -8,14 +8,12 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { connectorConfigSchema } from "../shared/config/mod.ts";
 import { analyzeRoot, assertVerifies, parseUnit, unitValue } from "./deploy_systemd.ts";
-import { repoPath, run, skipWithout } from "./deploy_util.ts";
+import { requireTools } from "../tools/host_tools.ts";
+import { repoPath, run } from "./deploy_util.ts";
 
 const DIR = repoPath("deploy/ansible");
 const ENV = { ANSIBLE_NOCOLOR: "1", ANSIBLE_FORCE_COLOR: "0", ANSIBLE_LOCALHOST_WARNING: "0" };
-const noAnsible = skipWithout(
-  ["ansible", "ansible-playbook", "ansible-lint", "systemd-analyze"],
-  "ansible ansible-lint systemd",
-);
+const ANSIBLE_TOOLS = ["ansible", "ansible-playbook", "ansible-lint", "systemd-analyze"];
 
 /** Renders one role template with `ansible -m template` on localhost; returns the text. */
 async function render(template: string, vars: Record<string, unknown>): Promise<string> {
@@ -42,8 +40,8 @@ async function render(template: string, vars: Record<string, unknown>): Promise<
 
 Deno.test({
   name: "deploy/ansible: syntax-check and ansible-lint pass, and lint catches a violation",
-  ignore: noAnsible,
   fn: async () => {
+    requireTools(ANSIBLE_TOOLS);
     const syntax = await run("ansible-playbook", ["--syntax-check", "site.yml"], {
       cwd: DIR,
       env: ENV,
@@ -80,8 +78,8 @@ Deno.test({
 Deno.test({
   name:
     "deploy/ansible: rendered config and network drop-in are valid for the component and systemd",
-  ignore: noAnsible,
   fn: async () => {
+    requireTools(ANSIBLE_TOOLS);
     const config = {
       relays: ["203.0.113.10:4433"],
       metrics: "127.0.0.1:9091",

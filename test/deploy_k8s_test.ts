@@ -9,7 +9,8 @@ import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { connectorConfigSchema, relayConfigSchema } from "../shared/config/mod.ts";
-import { hasTool, listFiles, repoPath, run } from "./deploy_util.ts";
+import { requireTools } from "../tools/host_tools.ts";
+import { listFiles, repoPath, run } from "./deploy_util.ts";
 
 // deno-lint-ignore no-explicit-any
 type Manifest = any;
@@ -269,8 +270,8 @@ Deno.test("deploy/k8s: every overlay's patches apply to the base and keep its pr
 
 Deno.test({
   name: "deploy/k8s: kubectl kustomize renders every overlay with the same properties",
-  ignore: !hasTool("kubectl"),
   fn: async () => {
+    requireTools(["kubectl"]);
     for (const overlay of OVERLAYS) {
       const dir = repoPath("deploy/k8s/overlays", overlay);
       const result = await run("kubectl", ["kustomize", dir]);

@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { parse } from "yaml";
 import { createMetricsRegistry } from "../shared/ops/metrics.ts";
 import { EXPORTED_METRICS, referencedMetrics, unknownMetrics } from "./deploy_metrics.ts";
-import { listFiles, repoPath, run, skipWithout } from "./deploy_util.ts";
+import { requireTools } from "../tools/host_tools.ts";
+import { listFiles, repoPath, run } from "./deploy_util.ts";
 
 interface Panel {
   id: number;
@@ -59,8 +60,6 @@ function referenced(exprs: Map<string, string>): Map<string, string[]> {
   }
   return where;
 }
-
-const noPromtool = skipWithout(["promtool"], "prometheus");
 
 Deno.test("deploy/grafana: panels are well-formed and use the datasource variable", async () => {
   const files = listFiles(repoPath("deploy/grafana"), [".json"]);
@@ -126,8 +125,8 @@ Deno.test("deploy: process metrics used by dashboards and rules appear in a live
 
 Deno.test({
   name: "deploy/prometheus: promtool checks the config, the rules and the rules' unit tests",
-  ignore: noPromtool,
   fn: async () => {
+    requireTools(["promtool"]);
     const dir = repoPath("deploy/prometheus");
     const rules = await run("promtool", ["check", "rules", "alerts.yml"], { cwd: dir });
     assert.equal(rules.code, 0, rules.stdout + rules.stderr);

@@ -17,7 +17,8 @@
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { EXPORTED_METRICS, referencedMetrics } from "./deploy_metrics.ts";
-import { hasTool, repoPath, run } from "./deploy_util.ts";
+import { hasTool } from "../tools/host_tools.ts";
+import { repoPath, run } from "./deploy_util.ts";
 import { parse } from "yaml";
 
 const NONROOT = 65532;

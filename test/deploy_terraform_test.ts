@@ -10,7 +10,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import hcl from "hcl2-parser";
-import { hasTool, listFiles, repoPath, run } from "./deploy_util.ts";
+import { requireTools } from "../tools/host_tools.ts";
+import { listFiles, repoPath, run } from "./deploy_util.ts";
 
 // deno-lint-ignore no-explicit-any
 type Hcl = any;
@@ -201,8 +202,8 @@ Deno.test("deploy/terraform: cloud-init pins the release by checksum and install
 
 Deno.test({
   name: "deploy/terraform: terraform fmt -check",
-  ignore: !hasTool("terraform"),
   fn: async () => {
+    requireTools(["terraform"]);
     const result = await run("terraform", [
       "fmt",
       "-recursive",

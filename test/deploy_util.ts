@@ -57,36 +57,6 @@ export async function run(
   };
 }
 
-/** Whether an executable of this name is on the PATH. */
-export function hasTool(name: string): boolean {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    if (dir === "") continue;
-    try {
-      const info = Deno.statSync(join(dir, name));
-      if (info.isFile && ((info.mode ?? 0) & 0o111) !== 0) return true;
-    } catch {
-      // not in this folder
-    }
-  }
-  return false;
-}
-
-/**
- * Decides whether a test that needs these tools runs: returns `true` (ignore the test) when one is
- * missing outside CI, after printing why; throws in CI, where `.ci/run` must have installed them.
- *
- * @param tools Executables the test runs.
- * @param install The Debian packages that provide them (for the message).
- */
-export function skipWithout(tools: string[], install: string): boolean {
-  const missing = tools.filter((tool) => !hasTool(tool));
-  if (missing.length === 0) return false;
-  const message = `missing ${missing.join(", ")}: apt-get install ${install}`;
-  if (Deno.env.get("CI")) throw new Error(`Cannot run the deployment tests in CI: ${message}`);
-  console.log(`skipping: ${message}`);
-  return true;
-}
-
 /** Every file under a folder (recursively) whose name ends with one of the suffixes. */
 export function listFiles(dir: string, suffixes: string[]): string[] {
   const found: string[] = [];
