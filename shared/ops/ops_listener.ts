@@ -5,6 +5,12 @@
  * connection, GET and HEAD only, `Connection: close`. Every resource an outside client can hold
  * is bounded: head size, read time, write time, concurrent connections.
  *
+ * Free slots never decide whether a probe is answered: when every slot is taken, a new
+ * connection evicts the oldest one that has not yet sent its whole request head (a slow or
+ * idle client). Only when every slot is serving a complete request does a newcomer get 503.
+ * So connections that trickle bytes or send nothing cannot make `/livez` fail (70 one-byte
+ * connections once filled all 64 slots, and a kubelet would have restarted the pod).
+ *
  * @module
  */
 
@@ -56,7 +62,8 @@ export interface OpsListenerOptions {
    */
   writeTimeoutMs?: number;
   /**
-   * Connections served at once; connections beyond it get 503 and are closed.
+   * Connections served at once. Beyond it a newcomer evicts the oldest connection still
+   * sending its request head; when none is, the newcomer gets 503 and is closed.
    * @default {64}
    */
   maxConnections?: number;
@@ -163,8 +170,9 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
       (suppressed) => logger?.warn(msg, suppressed > 0 ? { ...fields, suppressed } : fields),
     );
   const debug = (msg: string, fields?: Record<string, unknown>) => logger?.debug?.(msg, fields);
-  const served = new Set<Deno.Conn>();
-  const refused = new Set<Deno.Conn>();
+  /** Served connections, oldest first; `reading` until their request head is complete. */
+  const served = new Map<Deno.Conn, { reading: boolean }>();
+  const refused = new Map<Deno.Conn, { reading: boolean }>();
   const handlers = new Set<Promise<void>>();
   let closing = false;
 
@@ -177,7 +185,7 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
     warn("ops listener rejected a request", { status, reason, remote: remoteOf(conn) });
   }
 
-  async function serve(conn: Deno.Conn): Promise<void> {
+  async function serve(conn: Deno.Conn, state: { reading: boolean }): Promise<void> {
     const io = timedConn(conn);
     const buffer = new Uint8Array(maxHeadBytes);
     const deadline = performance.now() + readTimeoutMs;
@@ -199,6 +207,7 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
         length += n;
         const head = parseRequestHead(buffer.subarray(0, length), { maxHeadBytes });
         if (head.ok === "incomplete") continue;
+        state.reading = false;
         if (head.ok === false) {
           reportBadRequest(conn, head.status, head.reason);
           reply = textReply(head.status, head.reason);
@@ -309,9 +318,31 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
     }
   }
 
-  function track(conn: Deno.Conn, set: Set<Deno.Conn>, handle: (conn: Deno.Conn) => Promise<void>) {
-    set.add(conn);
-    const handler: Promise<void> = handle(conn)
+  /**
+   * Makes room for a newcomer by closing the oldest served connection that is still sending
+   * its request head; false when every one is serving a complete request.
+   */
+  function evictSlowest(): boolean {
+    for (const [conn, state] of served) {
+      if (!state.reading) continue;
+      state.reading = false;
+      served.delete(conn);
+      reportBadRequest(conn, 408, "evicted: request head incomplete while every slot was taken");
+      // Its pending read fails, and its handler ends (and releases what it holds) on its own.
+      closeQuietly(conn);
+      return true;
+    }
+    return false;
+  }
+
+  function track(
+    conn: Deno.Conn,
+    set: Map<Deno.Conn, { reading: boolean }>,
+    handle: (conn: Deno.Conn, state: { reading: boolean }) => Promise<void>,
+  ) {
+    const state = { reading: true };
+    set.set(conn, state);
+    const handler: Promise<void> = handle(conn, state)
       .catch((error) => debug("ops listener handler failed", { error: String(error) }))
       .finally(() => {
         set.delete(conn);
@@ -332,7 +363,7 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
         continue;
       }
       if (closing) closeQuietly(conn);
-      else if (served.size < maxConnections) track(conn, served, serve);
+      else if (served.size < maxConnections || evictSlowest()) track(conn, served, serve);
       // Refusals are bounded too: past twice the cap, connections are dropped without a word.
       else if (refused.size < maxConnections) track(conn, refused, refuse);
       else closeQuietly(conn);
@@ -350,7 +381,7 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
         if (handlers.size > 0) {
           await withTimeout(Promise.allSettled([...handlers]), closeTimeoutMs);
         }
-        for (const conn of [...served, ...refused]) closeQuietly(conn);
+        for (const conn of [...served.keys(), ...refused.keys()]) closeQuietly(conn);
         await Promise.allSettled([...handlers]);
       })();
       return closed;

@@ -305,30 +305,92 @@ Deno.test("startOpsListener() closes an idle connection silently after readTimeo
   }
 });
 
-Deno.test("startOpsListener() refuses connections beyond maxConnections with 503", async () => {
-  const { ops } = listen({ maxConnections: 2, readTimeoutMs: 5000 });
+Deno.test("startOpsListener() evicts the oldest unfinished connection when every slot is taken", async () => {
+  const { ops, rejects } = listen({ maxConnections: 2, readTimeoutMs: 5000 });
   const { port } = ops.addr;
   const idle = [
     await Deno.connect({ hostname: "127.0.0.1", port }),
     await Deno.connect({ hostname: "127.0.0.1", port }),
   ];
   try {
-    const refused = await get(port, "/healthz");
-    assert.equal(refused.status, 503);
-    assert.equal(refused.body, "too many connections");
-    assertFraming(refused);
+    // Both slots hold connections that sent nothing: the probe takes the oldest one's place.
+    const probe = await get(port, "/healthz");
+    assert.deepEqual([probe.status, probe.body], [200, "ok"]);
+    assertFraming(probe);
+    assert.equal(await idle[0].read(new Uint8Array(16)).catch(() => null), null, "evicted");
+    assert.ok(rejects.some((reason) => reason.startsWith("evicted")), "counted");
   } finally {
     for (const conn of idle) conn.close();
+    await ops.close();
   }
+});
+
+Deno.test("startOpsListener() answers 503 only when every slot serves a complete request", async () => {
+  let release: () => void = () => {};
+  const registry = new Registry();
+  new Gauge({
+    name: "test_slow",
+    help: "A gauge whose collection waits for the test.",
+    registers: [registry],
+    async collect() {
+      await new Promise<void>((resolve) => release = resolve);
+      this.set(1);
+    },
+  });
+  const { ops } = listen({ maxConnections: 1, registry });
+  const { port } = ops.addr;
   try {
-    // The idle slots free up once the server sees their EOF.
-    let status = 0;
-    for (let attempt = 0; attempt < 50 && status !== 200; attempt++) {
-      status = (await get(port, "/healthz")).status;
-      if (status !== 200) await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    assert.equal(status, 200);
+    const slow = get(port, "/metrics");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const refused = await get(port, "/livez");
+    assert.deepEqual([refused.status, refused.body], [503, "too many connections"]);
+    assertFraming(refused);
+    release();
+    assert.equal((await slow).status, 200);
   } finally {
+    release();
+    await ops.close();
+  }
+});
+
+Deno.test("startOpsListener() answers every probe while 200 connections trickle one byte", async () => {
+  const { ops } = listen({ readTimeoutMs: 3000 });
+  const { port } = ops.addr;
+  const attackers: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < 200; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await conn.write(encoder.encode("G"));
+      attackers.push(conn);
+    }
+    // The default 64 slots are all held by attackers now; probes still get through.
+    for (const path of ["/livez", "/healthz", "/readyz", "/metrics"]) {
+      const response = await get(port, path);
+      assert.equal(response.status, 200, `${path} under the attack`);
+    }
+    // Every attacker is closed: evicted for a newcomer, or cut off after readTimeoutMs.
+    const buffer = new Uint8Array(512);
+    const ended = await Promise.all(
+      attackers.map(async (conn) => {
+        try {
+          for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
+            // a 408 reply, or nothing
+          }
+        } catch {
+          // reset
+        }
+        return true;
+      }),
+    );
+    assert.equal(ended.length, 200);
+  } finally {
+    for (const conn of attackers) {
+      try {
+        conn.close();
+      } catch {
+        // closed
+      }
+    }
     await ops.close();
   }
 });
