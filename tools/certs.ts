@@ -2,21 +2,24 @@
  * Creates a development CA and the certificates for mTLS between relay, connectors and agents.
  *
  * ```sh
- * deno run --allow-read=certs --allow-write=certs tools/certs.ts \
- *   --out certs --client connector-1 --client agent-alice [--relay-name relay.example.com] [--force]
+ * deno task certs --out certs --client connector-1 --client agent-alice \
+ *   [--ca-dir certs-ca] [--relay-name relay.example.com] [--force]
  * ```
  *
- * Writes `ca.pem`, `ca.key`, `relay.pem`, `relay.key`, `<client>.pem` and `<client>.key` into the
- * output folder (keys with mode 0600). An existing CA is reused, and existing certificates are
+ * Writes `ca.pem`, `relay.pem`, `relay.key`, `<client>.pem` and `<client>.key` into the output
+ * folder, and the CA's own pair (`ca.pem`, `ca.key`) into the CA folder (default `<out>-ca`,
+ * mode 0700): the CA key never sits beside the identities' keys, so mounting or copying the
+ * output folder (or one component's files from it) cannot leak the key that signs identities.
+ * Keys are written with mode 0600. An existing CA is reused, and existing certificates are
  * kept, so adding a client later does not invalidate the others; `--force` replaces everything.
- * Every check runs before the first file is written. Exit codes: 0 done, 1 the folder's state
- * prevents it (nothing written), 2 bad arguments.
+ * Every check runs before the first file is written. Exit codes: 0 done, 1 the folders' state
+ * prevents it (nothing written) or a folder is not writable, 2 bad arguments.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import {
   assertDnsName,
   assertIdentityName,
@@ -27,9 +30,11 @@ import {
   createRelayCertificate,
 } from "../shared/identity/dev_ca.ts";
 
-const USAGE = `Usage: tools/certs.ts --out DIR [--client NAME ...] [--relay-name DNS ...] [--force]
+const USAGE =
+  `Usage: tools/certs.ts --out DIR [--ca-dir DIR] [--client NAME ...] [--relay-name DNS ...] [--force]
 
-  --out DIR          folder for ca.pem/ca.key, relay.pem/relay.key and NAME.pem/NAME.key
+  --out DIR          folder for ca.pem, relay.pem/relay.key and NAME.pem/NAME.key
+  --ca-dir DIR       folder for the CA's ca.pem/ca.key, kept apart from --out (default DIR-ca)
   --client NAME      a connector or agent identity (certificate CN); repeatable
   --relay-name DNS   an extra DNS name for the relay certificate (besides localhost, relay); repeatable
   --force            replace the CA and every certificate instead of reusing existing ones
@@ -39,6 +44,8 @@ const USAGE = `Usage: tools/certs.ts --out DIR [--client NAME ...] [--relay-name
 export interface CertsRequest {
   /** The output folder. */
   out: string;
+  /** The CA folder (holds the CA key; never the output folder). */
+  caDir: string;
   /** Client identity names, deduplicated, in the order given. */
   clients: string[];
   /** Extra relay DNS names. */
@@ -69,6 +76,7 @@ const RESERVED_NAMES = new Set(["ca", "relay"]);
  *
  * deepEqual(parseCertsArgs(["--out", "certs", "--client", "agent-1"]), {
  *   out: "certs",
+ *   caDir: "certs-ca",
  *   clients: ["agent-1"],
  *   relayNames: [],
  *   force: false,
@@ -86,6 +94,7 @@ export function parseCertsArgs(args: string[]): CertsRequest | null {
       args,
       options: {
         out: { type: "string" },
+        "ca-dir": { type: "string" },
         client: { type: "string", multiple: true },
         "relay-name": { type: "string", multiple: true },
         force: { type: "boolean" },
@@ -115,7 +124,11 @@ export function parseCertsArgs(args: string[]): CertsRequest | null {
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error));
   }
-  return { out: values.out, clients, relayNames, force: values.force ?? false };
+  const caDir = values["ca-dir"] ?? `${values.out.replace(/\/+$/, "")}-ca`;
+  if (resolve(caDir) === resolve(values.out)) {
+    throw new UsageError("--ca-dir must not be the --out folder: the CA key stays apart");
+  }
+  return { out: values.out, caDir, clients, relayNames, force: values.force ?? false };
 }
 
 /** A refusal caused by the output folder's contents; exit code 1, nothing written. */
@@ -159,18 +172,28 @@ async function readPair(out: string, base: string): Promise<CertificateAndKey | 
  * @returns The files to write and the existing files kept.
  */
 async function plan(request: CertsRequest): Promise<{ write: PlannedFile[]; kept: string[] }> {
-  const { out, force } = request;
+  const { out, caDir, force } = request;
   const write: PlannedFile[] = [];
   const kept: string[] = [];
-  const emit = (base: string, pair: CertificateAndKey) => {
-    write.push({ path: join(out, `${base}.pem`), data: pair.cert, mode: 0o644 });
-    write.push({ path: join(out, `${base}.key`), data: pair.key, mode: 0o600 });
+  const emit = (dir: string, base: string, pair: CertificateAndKey) => {
+    write.push({ path: join(dir, `${base}.pem`), data: pair.cert, mode: 0o644 });
+    write.push({ path: join(dir, `${base}.key`), data: pair.key, mode: 0o600 });
   };
 
-  const existingCa = force ? null : await readPair(out, "ca");
+  // The old layout kept the CA key with the identities; refuse to go on beside it.
+  if (await readIfExists(join(out, "ca.key")) !== null) {
+    throw new StateError(
+      `${join(out, "ca.key")} sits beside the identities' keys: move it and ca.pem to ` +
+        `${caDir} (mkdir -m 700 ${caDir} && mv ${join(out, "ca.key")} ${caDir}/ && ` +
+        `cp ${join(out, "ca.pem")} ${caDir}/), then run this again`,
+    );
+  }
+  const existingCa = force ? null : await readPair(caDir, "ca");
   const ca = existingCa ?? await createCa();
-  if (existingCa === null) emit("ca", ca);
-  else kept.push(join(out, "ca.pem"));
+  if (existingCa === null) emit(caDir, "ca", ca);
+  else kept.push(join(caDir, "ca.pem"));
+  // Components verify peers against the CA certificate: it goes with the identities.
+  write.push({ path: join(out, "ca.pem"), data: ca.cert, mode: 0o644 });
 
   const leaves: [string, () => Promise<CertificateAndKey>][] = [
     ["relay", () => createRelayCertificate(ca, { dnsNames: request.relayNames })],
@@ -182,13 +205,13 @@ async function plan(request: CertsRequest): Promise<{ write: PlannedFile[]; kept
   for (const [base, issue] of leaves) {
     const existing = force ? null : await readPair(out, base);
     if (existing === null) {
-      emit(base, await issue());
+      emit(out, base, await issue());
     } else if (await certificateIssuedBy(existing.cert, ca.cert)) {
       kept.push(join(out, `${base}.pem`));
     } else {
       // Kept as is it would fail every handshake; replacing it silently could break a deployment.
       throw new StateError(
-        `${join(out, `${base}.pem`)} was not issued by ${join(out, "ca.pem")}: ` +
+        `${join(out, `${base}.pem`)} was not issued by ${join(caDir, "ca.pem")}: ` +
           `remove it or pass --force`,
       );
     }
@@ -226,6 +249,9 @@ export async function main(args: string[]): Promise<number> {
   }
   try {
     await Deno.mkdir(request.out, { recursive: true });
+    await Deno.mkdir(request.caDir, { recursive: true, mode: 0o700 });
+    // mkdir's mode is masked by the umask and ignored for an existing folder.
+    await Deno.chmod(request.caDir, 0o700);
     const { write, kept } = await plan(request);
     for (const file of write) {
       await writeFile(file);
@@ -236,6 +262,12 @@ export async function main(args: string[]): Promise<number> {
   } catch (error) {
     if (error instanceof StateError || error instanceof RangeError) {
       console.error(`certs: ${error.message}`);
+      return 1;
+    }
+    if (
+      error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable
+    ) {
+      console.error(`certs: cannot write the --out or --ca-dir folder: ${error.message}`);
       return 1;
     }
     throw error;

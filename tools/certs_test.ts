@@ -32,26 +32,38 @@ async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-const written = (run: Run) =>
-  run.stdout.trim().split("\n").filter(Boolean).map((line) => line.replace(/^wrote .*\//, ""));
+/** The files a run wrote, relative to `dir`. */
+const written = (run: Run, dir: string) =>
+  run.stdout.trim().split("\n").filter(Boolean).map((line) => line.replace(`wrote ${dir}/`, ""));
 
-Deno.test("certs CLI writes a CA, the relay and clients, keys mode 0600", async () => {
+Deno.test("certs CLI writes the CA apart from the identities, keys mode 0600", async () => {
   await withTempDir(async (dir) => {
     const out = `${dir}/certs`;
     const run = await runCerts(dir, "--out", out, "--client", "connector-1", "--client", "agent-a");
     equal(run.code, 0, run.stderr);
-    deepEqual(written(run), [
-      "ca.pem",
-      "ca.key",
-      "relay.pem",
-      "relay.key",
-      "connector-1.pem",
-      "connector-1.key",
-      "agent-a.pem",
-      "agent-a.key",
+    deepEqual(written(run, dir), [
+      "certs-ca/ca.pem",
+      "certs-ca/ca.key",
+      "certs/ca.pem",
+      "certs/relay.pem",
+      "certs/relay.key",
+      "certs/connector-1.pem",
+      "certs/connector-1.key",
+      "certs/agent-a.pem",
+      "certs/agent-a.key",
     ]);
+    // Nothing that mounts or copies the identities' folder can carry the CA key.
+    deepEqual(
+      (await Array.fromAsync(Deno.readDir(out))).map((e) => e.name).filter((n) =>
+        n.startsWith("ca")
+      ),
+      ["ca.pem"],
+    );
+    equal((await Deno.stat(`${dir}/certs-ca`)).mode! & 0o777, 0o700, "CA folder");
+    equal((await Deno.stat(`${dir}/certs-ca/ca.key`)).mode! & 0o777, 0o600, "ca.key");
     const ca = await Deno.readTextFile(`${out}/ca.pem`);
-    for (const base of ["ca", "relay", "connector-1", "agent-a"]) {
+    equal(await Deno.readTextFile(`${dir}/certs-ca/ca.pem`), ca);
+    for (const base of ["relay", "connector-1", "agent-a"]) {
       match(await Deno.readTextFile(`${out}/${base}.pem`), /^-----BEGIN CERTIFICATE-----\n/);
       match(await Deno.readTextFile(`${out}/${base}.key`), /^-----BEGIN PRIVATE KEY-----\n/);
       equal((await Deno.stat(`${out}/${base}.key`)).mode! & 0o777, 0o600, `${base}.key`);
@@ -62,58 +74,98 @@ Deno.test("certs CLI writes a CA, the relay and clients, keys mode 0600", async 
 
 Deno.test("certs CLI reuses the CA and keeps existing certificates unless --force", async () => {
   await withTempDir(async (dir) => {
-    equal((await runCerts(dir, "--out", dir, "--client", "a")).code, 0);
+    const out = `${dir}/out`;
+    const caDir = `${dir}/ca`;
+    const args = ["--out", out, "--ca-dir", caDir];
+    equal((await runCerts(dir, ...args, "--client", "a")).code, 0);
     const before = {
-      ca: await Deno.readTextFile(`${dir}/ca.pem`),
-      caKey: await Deno.readTextFile(`${dir}/ca.key`),
-      relay: await Deno.readTextFile(`${dir}/relay.pem`),
-      a: await Deno.readTextFile(`${dir}/a.pem`),
+      ca: await Deno.readTextFile(`${caDir}/ca.pem`),
+      caKey: await Deno.readTextFile(`${caDir}/ca.key`),
+      relay: await Deno.readTextFile(`${out}/relay.pem`),
+      a: await Deno.readTextFile(`${out}/a.pem`),
     };
 
-    const again = await runCerts(dir, "--out", dir, "--client", "a", "--client", "b");
+    const again = await runCerts(dir, ...args, "--client", "a", "--client", "b");
     equal(again.code, 0, again.stderr);
-    deepEqual(written(again), ["b.pem", "b.key"]);
-    match(again.stderr, /kept .*ca\.pem/);
-    equal(await Deno.readTextFile(`${dir}/ca.pem`), before.ca);
-    equal(await Deno.readTextFile(`${dir}/ca.key`), before.caKey);
-    equal(await Deno.readTextFile(`${dir}/relay.pem`), before.relay);
-    equal(await Deno.readTextFile(`${dir}/a.pem`), before.a);
-    ok(await certificateIssuedBy(await Deno.readTextFile(`${dir}/b.pem`), before.ca));
+    deepEqual(written(again, dir), ["out/ca.pem", "out/b.pem", "out/b.key"]);
+    match(again.stderr, /kept .*ca\/ca\.pem/);
+    equal(await Deno.readTextFile(`${caDir}/ca.pem`), before.ca);
+    equal(await Deno.readTextFile(`${out}/ca.pem`), before.ca);
+    equal(await Deno.readTextFile(`${caDir}/ca.key`), before.caKey);
+    equal(await Deno.readTextFile(`${out}/relay.pem`), before.relay);
+    equal(await Deno.readTextFile(`${out}/a.pem`), before.a);
+    ok(await certificateIssuedBy(await Deno.readTextFile(`${out}/b.pem`), before.ca));
 
     // A key left world-readable is tightened when --force rewrites it.
-    await Deno.chmod(`${dir}/a.key`, 0o644);
-    const forced = await runCerts(dir, "--out", dir, "--client", "a", "--force");
+    await Deno.chmod(`${out}/a.key`, 0o644);
+    const forced = await runCerts(dir, ...args, "--client", "a", "--force");
     equal(forced.code, 0, forced.stderr);
-    deepEqual(written(forced), ["ca.pem", "ca.key", "relay.pem", "relay.key", "a.pem", "a.key"]);
-    notEqual(await Deno.readTextFile(`${dir}/ca.pem`), before.ca);
-    equal((await Deno.stat(`${dir}/a.key`)).mode! & 0o777, 0o600);
+    deepEqual(written(forced, dir), [
+      "ca/ca.pem",
+      "ca/ca.key",
+      "out/ca.pem",
+      "out/relay.pem",
+      "out/relay.key",
+      "out/a.pem",
+      "out/a.key",
+    ]);
+    notEqual(await Deno.readTextFile(`${caDir}/ca.pem`), before.ca);
+    equal((await Deno.stat(`${out}/a.key`)).mode! & 0o777, 0o600);
   });
 });
 
-Deno.test("certs CLI refuses, writing nothing, when the folder's files do not fit", async () => {
+Deno.test("certs CLI refuses, writing nothing, when the folders' files do not fit", async () => {
   await withTempDir(async (dir) => {
-    equal((await runCerts(dir, "--out", dir, "--client", "a")).code, 0);
+    const out = `${dir}/out`;
+    equal((await runCerts(dir, "--out", out, "--client", "a")).code, 0);
     // A certificate left over from another CA.
-    await Deno.remove(`${dir}/ca.pem`);
-    await Deno.remove(`${dir}/ca.key`);
-    const orphan = await runCerts(dir, "--out", dir, "--client", "b");
+    await Deno.remove(`${out}-ca`, { recursive: true });
+    await Deno.remove(`${out}/ca.pem`);
+    const orphan = await runCerts(dir, "--out", out, "--client", "b");
     equal(orphan.code, 1);
     match(orphan.stderr, /relay\.pem was not issued by .*ca\.pem: remove it or pass --force/);
     equal(orphan.stdout, "");
-    deepEqual((await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort(), [
+    deepEqual((await Array.fromAsync(Deno.readDir(out))).map((e) => e.name).sort(), [
       "a.key",
       "a.pem",
       "relay.key",
       "relay.pem",
     ]);
     // Half a pair.
-    await Deno.remove(`${dir}/a.key`);
-    await Deno.remove(`${dir}/relay.key`);
-    await Deno.remove(`${dir}/relay.pem`);
-    const half = await runCerts(dir, "--out", dir, "--client", "a");
+    await Deno.remove(`${out}/a.key`);
+    await Deno.remove(`${out}/relay.key`);
+    await Deno.remove(`${out}/relay.pem`);
+    const half = await runCerts(dir, "--out", out, "--client", "a");
     equal(half.code, 1);
     match(half.stderr, /a\.pem exists without a\.key/);
+    // The old layout: a CA key beside the identities is not written next to again.
+    await Deno.remove(`${out}/a.pem`);
+    await Deno.writeTextFile(`${out}/ca.key`, "old");
+    const old = await runCerts(dir, "--out", out, "--client", "a");
+    equal(old.code, 1);
+    match(old.stderr, /ca\.key sits beside the identities' keys: move it/);
   });
+});
+
+Deno.test("deno task certs writes to any folder an operator names, outside the checkout", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ztna_certs_task_" });
+  try {
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["task", "certs", "--out", `${dir}/tls`, "--client", "a"],
+      cwd: REPO,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    equal(code, 0, new TextDecoder().decode(stderr));
+    ok((await Deno.stat(`${dir}/tls/a.key`)).isFile);
+    ok((await Deno.stat(`${dir}/tls-ca/ca.key`)).isFile);
+    // --ca-dir may not be the identities' folder.
+    const same = await runCerts(dir, "--out", `${dir}/tls`, "--ca-dir", `${dir}/tls/`);
+    equal(same.code, 2);
+    match(same.stderr, /--ca-dir must not be the --out folder/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("certs CLI exits 2 with the usage on bad arguments", async () => {
@@ -153,7 +205,7 @@ Deno.test("parseCertsArgs() deduplicates and validates", () => {
       "r.test",
       "--force",
     ]),
-    { out: "o", clients: ["a"], relayNames: ["r.test"], force: true },
+    { out: "o", caDir: "o-ca", clients: ["a"], relayNames: ["r.test"], force: true },
   );
   equal(parseCertsArgs(["-h"]), null);
   let caught: unknown;

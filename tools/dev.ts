@@ -13,6 +13,8 @@ import { type Component, loadComponentConfig, PROJECT_ROOT, runArgs } from "./pe
 
 const STATE = join(PROJECT_ROOT, ".state", "dev");
 const CERTS = join(STATE, "certs");
+/** The dev CA, kept apart from the identities' files as in production. */
+const CA_DIR = join(STATE, "ca");
 const SERVICE = "echo";
 const tls = (name: string) => ({
   cert: join(CERTS, `${name}.pem`),
@@ -92,9 +94,18 @@ function freePort(transport: "udp" | "tcp"): number {
 
 if (import.meta.main) {
   await Deno.mkdir(STATE, { recursive: true });
+  // Dev certificates are disposable: a folder from before the CA key moved out is remade.
+  try {
+    await Deno.stat(join(CERTS, "ca.key"));
+    await Deno.remove(CERTS, { recursive: true });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
   const certStatus = await certs([
     "--out",
     CERTS,
+    "--ca-dir",
+    CA_DIR,
     "--client",
     "connector-dev",
     "--client",
