@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { bindAddress } from "../shared/bind_error.ts";
 import { formatHostPort, type ServiceUrl } from "../shared/config/address.ts";
 import type { Logger } from "../shared/log.ts";
 import { StreamCode } from "../shared/protocol/stream_header.ts";
@@ -82,7 +83,11 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
   const bySession = new Map<RelaySession, SessionFlows>();
   const listeners = options.forwards.map(({ listen, service }) => ({
     service,
-    listener: Deno.listen({ hostname: listen.host, port: listen.port, transport: "tcp" }),
+    listener: bindAddress(
+      listen.host,
+      listen.port,
+      () => Deno.listen({ hostname: listen.host, port: listen.port, transport: "tcp" }),
+    ),
   }));
 
   for (const { service, listener } of listeners) acceptLoop(service, listener);

@@ -13,6 +13,7 @@ import { handleSignals } from "./lifecycle.ts";
 import { createLogger, type Logger, type LogLevel } from "./log.ts";
 import type { TlsMaterial } from "./quic/mod.ts";
 import { checkSandbox } from "./sandbox.ts";
+import { addressKey, BIND_FAILED_EXIT, BindError } from "./bind_error.ts";
 
 /** What every component config has that the start-up sequence reads. */
 export interface BaseConfig {
@@ -73,15 +74,25 @@ export function runComponent<C extends BaseConfig, I extends ComponentInstance>(
     writeProbes: [config.tls.cert, config.tls.key, config.tls.ca].filter((p) => p !== undefined),
   });
   const tls = readTlsOrExit(component, config.tls);
-  const ops = startComponentOps({
-    component,
-    address: config.metrics,
-    logger,
-    isReady: () => instance.isReady(),
-    detail: () => instance.health(),
-  });
-  // The probes run only after this synchronous start-up, so `instance` is set by then.
-  const instance = spec.start(config, { logger, tls, ops });
+  let ops: ComponentOps;
+  let instance: I;
+  try {
+    ops = startComponentOps({
+      component,
+      address: config.metrics,
+      logger,
+      isReady: () => instance.isReady(),
+      detail: () => instance.health(),
+    });
+    // The probes run only after this synchronous start-up, so `instance` is set by then.
+    instance = spec.start(config, { logger, tls, ops });
+  } catch (error) {
+    if (!(error instanceof BindError)) throw error;
+    // One line naming the address and the key it came from, like a config error.
+    const key = addressKey(config, error.host, error.port);
+    console.error(`ztna ${component}: ${error.message}${key === null ? "" : ` (from ${key})`}`);
+    Deno.exit(BIND_FAILED_EXIT);
+  }
 
   handleSignals({
     logger,

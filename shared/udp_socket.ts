@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { bindAddress } from "./bind_error.ts";
 import { type BufferPool, createBufferPool } from "./buffer_pool.ts";
 
 /** Where a datagram goes: prebuilt once per peer so sends do not allocate addresses. */
@@ -80,7 +81,11 @@ export function openUdpSocket(options: UdpSocketOptions): UdpSocket {
   } = options;
   // Sends complete asynchronously, so each one owns a pooled buffer until the kernel has it.
   const pool = createBufferPool({ size: sendBufferBytes, max: 4096 });
-  const conn = Deno.listenDatagram({ transport: "udp", hostname: host, port });
+  const conn = bindAddress(
+    host,
+    port,
+    () => Deno.listenDatagram({ transport: "udp", hostname: host, port }),
+  );
   const receiveBuffer = new Uint8Array(receiveBytes);
   let open = true;
   let pendingSends = 0;

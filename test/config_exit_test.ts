@@ -76,3 +76,65 @@ Deno.test("config: invalid input exits 2 naming the field, before anything binds
     await Deno.remove(pki.dir, { recursive: true });
   }
 });
+
+Deno.test("bind: a busy address is one line naming it and its key, exit 3", async (t) => {
+  const pki = await createPki(["agent-1"]);
+  const write = async (name: string, config: unknown) => {
+    const path = join(pki.dir, name);
+    await Deno.writeTextFile(path, JSON.stringify(config));
+    return path;
+  };
+  const udp = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const tcp = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const udpPort = (udp.addr as Deno.NetAddr).port;
+  const tcpPort = (tcp.addr as Deno.NetAddr).port;
+  try {
+    await t.step("the relay's QUIC port", async () => {
+      const path = await write("relay.json", {
+        listen: `127.0.0.1:${udpPort}`,
+        metrics: "127.0.0.1:0",
+        tls: pki.tls("relay"),
+      });
+      const { code, stderr } = await run(["task", "relay", "--config", path]);
+      assert.equal(code, 3, stderr);
+      const lines = stderr.trim().split("\n").filter((l) => !l.startsWith("Task "));
+      assert.deepEqual(lines, [
+        `ztna relay: cannot bind 127.0.0.1:${udpPort}: address already in use (from listen)`,
+      ]);
+    });
+    await t.step("the relay's metrics port", async () => {
+      const path = await write("relay-metrics.json", {
+        listen: "127.0.0.1:0",
+        metrics: `127.0.0.1:${tcpPort}`,
+        tls: pki.tls("relay"),
+      });
+      const { code, stderr } = await run(["task", "relay", "--config", path]);
+      assert.equal(code, 3, stderr);
+      assert.match(
+        stderr,
+        new RegExp(`cannot bind 127\\.0\\.0\\.1:${tcpPort}: .*\\(from metrics\\)`),
+      );
+    });
+    await t.step("an agent's TCP forward", async () => {
+      const path = await write("agent.json", {
+        relays: ["127.0.0.1:4433"],
+        metrics: "off",
+        tls: pki.tls("agent-1"),
+        forwards: [
+          { listen: "udp://127.0.0.1:0", service: "dns" },
+          { listen: `tcp://127.0.0.1:${tcpPort}`, service: "web" },
+        ],
+      });
+      const { code, stderr } = await run(["task", "agent", "--config", path]);
+      assert.equal(code, 3, stderr);
+      assert.match(
+        stderr,
+        new RegExp(`cannot bind 127\\.0\\.0\\.1:${tcpPort}: .*\\(from forwards\\[1\\]\\.listen\\)`),
+      );
+    });
+  } finally {
+    udp.close();
+    tcp.close();
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});

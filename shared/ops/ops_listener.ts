@@ -17,6 +17,7 @@
 import type { Registry } from "prom-client";
 import { DEFAULT_MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from "./http_request.ts";
 import { rateLimitedLog } from "../log.ts";
+import { bindAddress } from "../bind_error.ts";
 
 /** What a component reports to the probes; computed per request, never cached. */
 export interface HealthReport {
@@ -160,7 +161,11 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
   requirePositiveInteger("maxConnections", maxConnections);
   requirePositiveInteger("closeTimeoutMs", closeTimeoutMs);
 
-  const listener = Deno.listen({ hostname, port, transport: "tcp" });
+  const listener = bindAddress(
+    hostname,
+    port,
+    () => Deno.listen({ hostname, port, transport: "tcp" }),
+  );
   const addr = { hostname: listener.addr.hostname, port: listener.addr.port };
   // Clients choose how often these fire: at most one line per message per second.
   const limit = rateLimitedLog(1000, () => performance.now());
