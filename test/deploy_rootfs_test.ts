@@ -109,13 +109,17 @@ async function buildRootfs(root: string, addon: string): Promise<void> {
   // Certificates (dev CA) and the config, readable by uid 65532 as a mounted Secret would be.
   const tls = join(root, "etc/ztna/tls");
   await Deno.mkdir(tls, { recursive: true });
+  // The CA key stays out of the image, as in production: its folder is outside the root.
+  const caDir = `${root}-ca`;
   const certs = await run(Deno.execPath(), [
     "run",
-    `--allow-read=${tls}`,
-    `--allow-write=${tls}`,
+    `--allow-read=${tls},${caDir}`,
+    `--allow-write=${tls},${caDir}`,
     "tools/certs.ts",
     "--out",
     tls,
+    "--ca-dir",
+    caDir,
     "--client",
     "c1",
   ]);
@@ -286,6 +290,7 @@ Deno.test({
         await child.status;
       }
       await Deno.remove(root, { recursive: true });
+      await Deno.remove(`${root}-ca`, { recursive: true }).catch(() => {});
     }
   },
 });
