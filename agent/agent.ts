@@ -48,8 +48,10 @@ interface Forward {
 
 /** A running agent. */
 export interface Agent {
-  /** Bound local addresses, e.g. `udp://127.0.0.1:5353`. */
+  /** Bound local addresses, e.g. `udp://127.0.0.1:5353`, in the order of `forwards`. */
   readonly listening: string[];
+  /** Each forward's service and bound address, in the order of `forwards`. */
+  readonly forwards: { service: string; listen: string }[];
   /** True while connected to a relay. */
   isReady(): boolean;
   /** Live state for `/health`. */
@@ -335,8 +337,17 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     datagrams?.sweep((reason, count) => metrics.drops.inc({ reason }, count));
   }, Math.min(1000, config.flow_idle_ms));
 
+  // Config order, so scripts can find a forward's port by its place or its service.
+  const udpBound = forwards.map((f) => f.listen);
+  const tcpBound = [...tcp.listening];
+  const bound = config.forwards.map(({ listen, service }) => ({
+    service,
+    listen: (listen.protocol === "udp" ? udpBound : tcpBound).shift()!,
+  }));
+
   return {
-    listening: [...forwards.map((f) => f.listen), ...tcp.listening],
+    listening: bound.map((f) => f.listen),
+    forwards: bound,
     isReady: () => session !== null,
     health() {
       return {

@@ -28,6 +28,7 @@ runComponent({
   },
   readyFields: (config, agent) => ({
     listen: agent.listening,
+    forwards: agent.forwards,
     relays: config.relays.map(formatHostPort),
   }),
 });

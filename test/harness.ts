@@ -485,6 +485,13 @@ export async function startTrio(options: TrioOptions): Promise<Trio> {
     const agent = await startAgent(agents[0]);
     await agent.waitForLog((l) => l.msg === "relay link up", 20_000);
     const listen = agent.ready.listen as string[];
+    // The ready line names each forward's service and address in config order.
+    const ready = agent.ready.forwards as { service: string; listen: string }[];
+    if (
+      JSON.stringify(ready.map((f) => [f.service, f.listen.split(":")[0]])) !==
+        JSON.stringify(options.forwards.map((f) => [f.service, f.listen.split(":")[0]])) ||
+      JSON.stringify(ready.map((f) => f.listen)) !== JSON.stringify(listen)
+    ) throw new Error(`agent ready line out of config order: ${JSON.stringify(ready)}`);
     return { pki, relay, connector, agent, relayAddress, listen, configs, startAgent, stop };
   } catch (error) {
     await stop();
