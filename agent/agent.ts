@@ -36,6 +36,8 @@ interface ClientFlow {
   openedAt: number;
   refusedUntil: number;
   lastActive: number;
+  /** When the first payload held for a missing session arrived. */
+  heldSince: number;
 }
 
 /** A bound forward: local socket plus the service it reaches. */
@@ -139,6 +141,7 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
         openedAt: 0,
         refusedUntil: 0,
         lastActive: now,
+        heldSince: 0,
       };
       forward.clients.set(key, client);
     }
@@ -161,12 +164,18 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
       metrics.drops.inc({ reason: "service_down" });
       return;
     }
-    if (session === null) {
-      metrics.drops.inc({ reason: "not_connected" });
-      return;
-    }
     if (client.queue.length >= MAX_QUEUED) {
       metrics.drops.inc({ reason: "open_queue_full" });
+      return;
+    }
+    if (session === null) {
+      // Held for the session (start-up, reconnect) for up to connect_hold_ms; see the sweeper.
+      if (config.connect_hold_ms === 0) {
+        metrics.drops.inc({ reason: "not_connected" });
+        return;
+      }
+      if (client.queue.length === 0) client.heldSince = now;
+      client.queue.push(data.slice());
       return;
     }
     client.queue.push(data.slice());
@@ -268,6 +277,7 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
   const tcp = startTcpForwards({
     forwards: config.forwards.filter((f) => f.listen.protocol === "tcp"),
     session: () => (draining ? null : session),
+    holdMs: config.connect_hold_ms,
     logger,
     metrics,
   });
@@ -293,6 +303,13 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
         });
         metrics.relayConnected.set(1);
         deps.onConnected?.();
+        // What arrived while there was no session goes out now.
+        tcp.sessionUp();
+        for (const forward of forwards) {
+          for (const client of forward.clients.values()) {
+            if (client.queue.length > 0 && client.session !== up) requestFlow(client, up);
+          }
+        }
       },
       onMessage: (_session, message) => onControl(message),
       onDatagram(_session, frame) {
@@ -328,10 +345,16 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
   });
 
   const sweeper = setInterval(() => {
-    const idleBefore = Date.now() - config.flow_idle_ms;
+    const now = Date.now();
+    const idleBefore = now - config.flow_idle_ms;
     for (const forward of forwards) {
       for (const client of [...forward.clients.values()]) {
         if (client.lastActive < idleBefore) forgetClient(client, true);
+        else if (session === null && client.queue.length > 0) {
+          if (now - client.heldSince < config.connect_hold_ms) continue;
+          metrics.drops.inc({ reason: "not_connected" }, client.queue.length);
+          client.queue = [];
+        }
       }
     }
     datagrams?.sweep((reason, count) => metrics.drops.inc({ reason }, count));

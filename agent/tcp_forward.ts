@@ -32,6 +32,11 @@ export interface TcpForwardOptions {
    * @default {10000}
    */
   openTimeoutMs?: number;
+  /**
+   * How long a connection accepted while there is no session waits for one.
+   * @default {5000}
+   */
+  holdMs?: number;
   logger: Logger;
   metrics: AgentMetrics;
 }
@@ -44,6 +49,8 @@ export interface TcpForwards {
   writable(session: RelaySession, streamId: number): void;
   /** The relay session ended: every flow on it is closed locally. */
   sessionDown(session: RelaySession): void;
+  /** A relay session is up: connections held for one are opened on it. */
+  sessionUp(): void;
   /** Live TCP flows (opening and open). */
   count(): number;
   /** Stops accepting; open flows keep running. */
@@ -79,8 +86,10 @@ interface SessionFlows {
  * ```
  */
 export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
-  const { logger, metrics, openTimeoutMs = 10_000 } = options;
+  const { logger, metrics, openTimeoutMs = 10_000, holdMs = 5000 } = options;
   const bySession = new Map<RelaySession, SessionFlows>();
+  /** Connections accepted while no session was up, oldest first, each with its expiry. */
+  const held = new Map<Deno.TcpConn, { service: string; timer: ReturnType<typeof setTimeout> }>();
   const listeners = options.forwards.map(({ listen, service }) => ({
     service,
     listener: bindAddress(
@@ -108,11 +117,7 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
 
   function accept(service: string, socket: Deno.TcpConn): void {
     const session = options.session();
-    if (session === null) {
-      metrics.flowRefusals.inc({ reason: "not_connected" });
-      socket.close();
-      return;
-    }
+    if (session === null) return hold(service, socket);
     socket.setNoDelay(true);
     let state = bySession.get(session);
     if (state === undefined) bySession.set(session, state = { next: 4, flows: new Map() });
@@ -212,7 +217,34 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
     flow.pipe.readable();
   }
 
+  /**
+   * Keeps a connection that came before the session (the agent's start, a reconnect) for up
+   * to `holdMs` instead of closing it at once: a client then gets served, not an empty reply.
+   */
+  function hold(service: string, socket: Deno.TcpConn): void {
+    if (holdMs === 0 || held.size >= MAX_HELD) return refuseUnconnected(socket);
+    const timer = setTimeout(() => {
+      held.delete(socket);
+      refuseUnconnected(socket);
+    }, holdMs);
+    held.set(socket, { service, timer });
+  }
+
+  function refuseUnconnected(socket: Deno.TcpConn): void {
+    metrics.flowRefusals.inc({ reason: "not_connected" });
+    closeQuietly(socket);
+  }
+
+  function releaseHeld(run: (service: string, socket: Deno.TcpConn) => void): void {
+    for (const [socket, { service, timer }] of [...held]) {
+      clearTimeout(timer);
+      held.delete(socket);
+      run(service, socket);
+    }
+  }
+
   return {
+    sessionUp: () => releaseHeld(accept),
     listening: listeners.map(({ listener }) =>
       `tcp://${
         formatHostPort({
@@ -246,16 +278,23 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
       return n;
     },
     stopAccepting() {
-      for (const { listener } of listeners) {
-        try {
-          listener.close();
-        } catch {
-          // Already closed.
-        }
-      }
+      for (const { listener } of listeners) closeQuietly(listener);
+      releaseHeld((_service, socket) => refuseUnconnected(socket));
     },
     closeAll() {
       for (const session of [...bySession.keys()]) this.sessionDown(session);
+      releaseHeld((_service, socket) => refuseUnconnected(socket));
     },
   };
+}
+
+/** Connections held at once while no session is up; more are refused at once. */
+const MAX_HELD = 256;
+
+function closeQuietly(resource: { close(): void }): void {
+  try {
+    resource.close();
+  } catch {
+    // Already closed.
+  }
 }

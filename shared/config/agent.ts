@@ -27,6 +27,11 @@ import { dialerConfigSchema, serviceNameSchema } from "./common.ts";
 export const agentConfigSchema = dialerConfigSchema({
   /** Metrics/health listener, or null when "off". */
   metrics: metricsAddressSchema.prefault("off"),
+  /**
+   * How long a new local TCP connection or UDP datagram waits for a relay session when none
+   * is up (start-up, reconnect) before it is refused; 0 refuses at once.
+   */
+  connect_hold_ms: z.number().int().nonnegative().prefault(5_000),
   /** Local listeners, each forwarding to one service behind the relay. */
   forwards: z.array(
     z.object({
