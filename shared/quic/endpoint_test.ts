@@ -94,6 +94,9 @@ function startPair(
         }
       };
       conn.setHandlers({
+        // These clients authenticate by certificate alone: a slow test must not meet the
+        // pre-auth deadline.
+        onEstablished: () => server.authenticated(conn),
         onDatagram: (d) => conn.sendDatagram(d),
         onStreamReadable: drain,
         onStreamWritable: drain,
@@ -343,6 +346,10 @@ Deno.test("quic endpoint: version negotiation for any unknown version, whatever 
     await raw.conn.send(longHeaderPacket(0xd0, 0x6b3343cf).subarray(0, 100), to);
     assert.equal(await raw.receive(300), null);
     assert.equal(server.counters.versionNegotiations, 3);
+    assert.equal(server.counters.drops.unsupported_version, 4);
+    // A short header carries no version: bytes 1-4 of a short packet are not read as one.
+    await raw.conn.send(Uint8Array.of(0x40, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4, 5), to);
+    await waitFor("the short packet counted", () => server.counters.drops.malformed_header === 1);
     assert.equal(server.counters.drops.unsupported_version, 4);
   } finally {
     raw.conn.close();

@@ -256,7 +256,7 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
     // A long header's version is at the same place in every QUIC version (RFC 8999), and
     // only the version says what the type bits mean: QUIC v2 calls its Initial 01, which
     // is v1's 0-RTT. An unknown version is answered before anything else is read.
-    if (packet.length >= 5) {
+    if ((packet[0] & 0x80) !== 0 && packet.length >= 5) {
       const version = new DataView(packet.buffer, packet.byteOffset).getUint32(1);
       if (version !== 0 && !quiche.versionIsSupported(version)) {
         negotiateVersion(packet, from);
