@@ -7,7 +7,8 @@
  * chunk (so QUIC flow control slows a fast remote sender). Memory per flow is two buffers,
  * whatever the rates.
  *
- * On the stream the bytes travel as length-prefixed chunks (see {@linkcode pipeStreamSocket}).
+ * On the stream the bytes travel as length-prefixed chunks (see {@linkcode pipeStreamSocket};
+ * the incoming ones are parsed by `protocol/stream_chunks.ts`).
  * The end of the data (end chunk and FIN) becomes a TCP half-close and a TCP EOF becomes the
  * end of the data. A stream reset, or a socket error (RST), ends the flow at once: the stream
  * is reset with `StreamCode.TCP_RESET` and the socket closed. Broken framing resets the stream
@@ -16,7 +17,13 @@
  * @module
  */
 import type { QuicConnection } from "./quic/mod.ts";
-import { END_CHUNK, StreamCode } from "./protocol/stream_header.ts";
+import { StreamCode } from "./protocol/stream_header.ts";
+import {
+  CHUNK_HEADER_BYTES,
+  ChunkFramingError,
+  createChunkDecoder,
+  END_CHUNK,
+} from "./protocol/stream_chunks.ts";
 
 /** How a pipe ended. */
 export type PipeEndReason =
@@ -71,9 +78,6 @@ export interface TcpPipe {
   readonly ended: boolean;
 }
 
-/** Length of a chunk header: the payload length as a big-endian u16. */
-const CHUNK_HEADER_BYTES = 2;
-
 /**
  * Starts pumping between `socket` and stream `streamId` of `conn`.
  *
@@ -104,14 +108,8 @@ export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
   }
   const upBuffer = new Uint8Array(bufferBytes);
   const downBuffer = new Uint8Array(bufferBytes);
-  const chunkHeader = new Uint8Array(CHUNK_HEADER_BYTES);
-  let chunkHeaderFilled = 0;
-  /** Payload bytes of the current incoming chunk not read yet. */
-  let chunkLeft = 0;
-  /** The end chunk arrived; only the FIN may follow. */
-  let endChunkRead = false;
-  /** The FIN arrived with the last chunk's payload (a peer that sent no end chunk). */
-  let finRead = false;
+  /** The incoming chunk framing; it never asks for more than the current chunk holds. */
+  const chunks = createChunkDecoder();
   let toStream = 0;
   let toSocket = 0;
   let upFinished = false;
@@ -220,43 +218,26 @@ export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
    * "end" once the data is complete.
    */
   function readChunked(): number | null | "end" | "reset" | "malformed" {
-    if (chunkLeft > 0) {
-      const result = conn.streamRead(
-        streamId,
-        downBuffer.subarray(0, Math.min(chunkLeft, downBuffer.length)),
-      );
-      if (result === null) return null;
-      if (result.resetCode !== undefined) return "reset";
-      chunkLeft -= result.bytes;
-      if (result.fin) {
-        // A FIN inside a chunk means the data was cut short; at its end it ends the data.
-        if (chunkLeft > 0) return "malformed";
-        endChunkRead = true;
-        finRead = true;
-      }
-      return result.bytes;
-    }
-    if (finRead) return "end";
+    if (chunks.ended) return "end";
+    const inPayload = chunks.phase === "payload";
+    // A header (at most 2 bytes) or the probe byte after the end chunk also lands in
+    // `downBuffer`: it holds nothing else between reads.
     const result = conn.streamRead(
       streamId,
-      endChunkRead ? downBuffer.subarray(0, 1) : chunkHeader.subarray(chunkHeaderFilled),
+      downBuffer.subarray(0, Math.min(chunks.wanted(), downBuffer.length)),
     );
     if (result === null) return null;
     if (result.resetCode !== undefined) return "reset";
-    if (endChunkRead) return result.bytes > 0 ? "malformed" : result.fin ? "end" : null;
-    chunkHeaderFilled += result.bytes;
-    if (chunkHeaderFilled < CHUNK_HEADER_BYTES) {
-      // A FIN between chunks without the end chunk is still a clean end of the data.
-      if (result.fin) return chunkHeaderFilled === 0 ? "end" : "malformed";
-      return result.bytes === 0 ? null : 0;
+    let payload: Uint8Array;
+    try {
+      payload = chunks.push(downBuffer.subarray(0, result.bytes), result.fin);
+    } catch (error) {
+      if (error instanceof ChunkFramingError) return "malformed";
+      throw error;
     }
-    chunkHeaderFilled = 0;
-    chunkLeft = (chunkHeader[0] << 8) | chunkHeader[1];
-    if (chunkLeft === 0) {
-      endChunkRead = true;
-      return result.fin ? "end" : 0;
-    }
-    return result.fin ? "malformed" : 0;
+    if (inPayload) return payload.length;
+    if (chunks.ended) return "end";
+    return result.bytes === 0 ? null : 0;
   }
 
   async function pumpDown(): Promise<void> {

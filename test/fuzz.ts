@@ -1,7 +1,8 @@
 /**
  * A seeded fuzz harness for every decoder that reads bytes from a peer or an operator: the
  * control-frame decoder, the DATAGRAM/fragment parser with the reassembler, the TCP stream
- * open header, the ops listener's HTTP request parser and the config loader.
+ * open header, the TCP stream's chunk framing, the ops listener's HTTP request parser and the
+ * config loader.
  *
  * Inputs are valid samples mutated byte-wise and structure-wise, plus plain random bytes.
  * Every case ends in exactly one counted outcome (accepted, or rejected with the decoder's
@@ -26,6 +27,16 @@ import {
 } from "../shared/protocol/control.ts";
 import { encodeFragments, encodeWhole, parseDatagram } from "../shared/protocol/datagram.ts";
 import { createReassembler } from "../shared/protocol/reassembly.ts";
+import {
+  CHUNK_HEADER_BYTES,
+  ChunkFramingError,
+  createChunkDecoder,
+  decodeChunkStream,
+  type DecodedChunks,
+  encodeChunk,
+  END_CHUNK,
+  MAX_CHUNK_PAYLOAD,
+} from "../shared/protocol/stream_chunks.ts";
 import {
   createStreamHeaderDecoder,
   encodeStreamHeader,
@@ -358,6 +369,159 @@ function streamHeaderTarget(): Target {
   };
 }
 
+/** Joins byte arrays. */
+function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** A chunk payload of 1..MAX_CHUNK_PAYLOAD bytes; mostly small, sometimes the largest. */
+function chunkPayload(random: Random): Uint8Array {
+  const roll = random.int(64);
+  const length = roll === 0
+    ? MAX_CHUNK_PAYLOAD
+    : roll === 1
+    ? 1 + random.int(MAX_CHUNK_PAYLOAD)
+    : 1 + random.int(random.pick([4, 300, 1500]));
+  // Cheap but position-dependent content: a misplaced byte shows in the comparison.
+  const payload = new Uint8Array(length);
+  const base = random.int(256);
+  for (let i = 0; i < length; i++) payload[i] = (base + i * 31 + (i >> 8)) & 0xff;
+  return payload;
+}
+
+/** Encoded chunks with their payloads. */
+function chunkSequence(random: Random, min: number): { chunks: Uint8Array[]; payload: Uint8Array } {
+  const payloads = Array.from({ length: min + random.int(8) }, () => chunkPayload(random));
+  return { chunks: payloads.map(encodeChunk), payload: concatBytes(payloads) };
+}
+
+/** What a decode came to: its payload and end, or the framing error's reason. */
+type ChunkOutcome = DecodedChunks | { reason: string };
+
+function chunkOutcome(decode: () => DecodedChunks): ChunkOutcome {
+  try {
+    return decode();
+  } catch (error) {
+    if (error instanceof ChunkFramingError) return { reason: error.reason };
+    throw error;
+  }
+}
+
+function sameOutcome(a: ChunkOutcome, b: ChunkOutcome): boolean {
+  if ("reason" in a || "reason" in b) {
+    return "reason" in a && "reason" in b && a.reason === b.reason;
+  }
+  return a.ended === b.ended && sameBytes(a.payload, b.payload);
+}
+
+function describe(outcome: ChunkOutcome): string {
+  return "reason" in outcome
+    ? outcome.reason
+    : `${outcome.payload.length} payload bytes, ended ${outcome.ended}`;
+}
+
+function chunkTarget(): Target {
+  let held = 0;
+  /**
+   * Decodes `input` as a stream reader would see it: reads of random sizes (never more than
+   * the decoder wants), some empty, and the FIN with the last bytes or in a read of its own.
+   */
+  function decodeSplit(input: Uint8Array, fin: boolean, random: Random): DecodedChunks {
+    const decoder = createChunkDecoder();
+    const finAlone = random.int(2) === 0;
+    const parts: Uint8Array[] = [];
+    let offset = 0;
+    while (!decoder.ended) {
+      const wanted = decoder.wanted();
+      if (wanted < 1 || wanted > MAX_CHUNK_PAYLOAD) {
+        throw new Error(`decoder wants ${wanted} bytes in phase ${decoder.phase}`);
+      }
+      const remaining = input.length - offset;
+      if (remaining > 0 && random.int(16) === 0) decoder.push(new Uint8Array(0), false);
+      const take = remaining === 0 ? 0 : Math.min(wanted, 1 + random.int(remaining));
+      const last = offset + take === input.length;
+      const withFin = fin && last && (take === 0 || !finAlone);
+      if (take === 0 && !withFin) break; // incomplete: more bytes would be needed
+      // A reader's buffer: what it holds for this read, plus what the decoder keeps.
+      held = Math.max(held, take + decoder.buffered);
+      const payload = decoder.push(input.subarray(offset, offset + take), withFin);
+      offset += take;
+      if (decoder.buffered > CHUNK_HEADER_BYTES - 1) {
+        throw new Error(`decoder holds ${decoder.buffered} header bytes`);
+      }
+      if (payload.length > 0) parts.push(payload.slice());
+      if (withFin) break;
+    }
+    return { payload: concatBytes(parts), ended: decoder.ended };
+  }
+
+  /** Split and unsplit decodes of one input must agree; returns the case's outcome. */
+  function check(input: Uint8Array, fin: boolean, random: Random, expected?: ChunkOutcome) {
+    const whole = chunkOutcome(() => decodeChunkStream(input, fin));
+    const split = chunkOutcome(() => decodeSplit(input, fin, random));
+    if (!sameOutcome(whole, split)) {
+      throw new Error(`split decode gave ${describe(split)}, unsplit ${describe(whole)}`);
+    }
+    if (expected !== undefined && !sameOutcome(whole, expected)) {
+      throw new Error(`decode gave ${describe(whole)}, expected ${describe(expected)}`);
+    }
+    return "reason" in whole ? whole.reason : "accepted";
+  }
+
+  return {
+    name: "stream_chunks",
+    run(random) {
+      const kind = random.int(10);
+      if (kind <= 3) {
+        // A valid stream: chunks, then the end chunk with the FIN or a FIN between chunks.
+        const { chunks, payload } = chunkSequence(random, 0);
+        if (random.int(4) !== 0) chunks.push(END_CHUNK);
+        return check(concatBytes(chunks), true, random, { payload, ended: true });
+      }
+      if (kind === 4) {
+        // The FIN inside a chunk: in its header, right after it, or in its payload.
+        const { chunks } = chunkSequence(random, 1);
+        const cutChunk = random.int(chunks.length);
+        const cut = 1 + random.int(chunks[cutChunk].length - 1);
+        const input = concatBytes([
+          ...chunks.slice(0, cutChunk),
+          chunks[cutChunk].subarray(0, cut),
+        ]);
+        return check(input, true, random, { reason: "truncated_chunk" });
+      }
+      if (kind === 5) {
+        // Data after the end chunk, with or without the FIN.
+        const { chunks } = chunkSequence(random, 0);
+        const tail = random.int(2) === 0 ? random.bytes(1 + random.int(16)) : encodeChunk(
+          chunkPayload(random),
+        );
+        const input = concatBytes([...chunks, END_CHUNK, tail]);
+        return check(input, random.int(2) === 0, random, { reason: "data_after_end" });
+      }
+      const fin = random.int(2) === 0;
+      if (kind <= 7) return check(random.bytes(random.int(600)), fin, random);
+      // A valid stream mutated: split and unsplit decodes must still agree.
+      const { chunks } = chunkSequence(random, 0);
+      chunks.push(END_CHUNK);
+      const sample = concatBytes(chunks);
+      return check(mutate(sample, random, [sample, END_CHUNK]), fin, random);
+    },
+    held: () => ({ bytes: held, max: MAX_CHUNK_PAYLOAD }),
+  };
+}
+
 function httpTarget(): Target {
   const corpus = [
     "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -435,6 +599,7 @@ export const fuzzTargets: Record<string, () => Target> = {
   control: controlTarget,
   datagram: datagramTarget,
   stream_header: streamHeaderTarget,
+  stream_chunks: chunkTarget,
   http_request: httpTarget,
   config: configTarget,
 };

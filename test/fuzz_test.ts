@@ -14,3 +14,10 @@ for (const target of Object.keys(fuzzTargets)) {
     assert.ok(report.accepted > 0, "and some inputs stay valid");
   });
 }
+
+Deno.test("fuzz stream_chunks: split and unsplit decodes agree, rejections are only the documented framing errors", () => {
+  const report = runFuzz("stream_chunks", CASES, SEED);
+  assert.deepEqual(Object.keys(report.rejected).sort(), ["data_after_end", "truncated_chunk"]);
+  // The reader never has to hold more than one chunk's payload.
+  assert.ok(report.maxHeldBytes <= 0xffff);
+});

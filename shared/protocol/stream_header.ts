@@ -3,7 +3,7 @@
  * object`, validated with zod. The opener of a stream sends `open`; the other side answers
  * with `opened` or `refused` before any payload byte flows back. After the header the stream
  * carries the TCP byte stream as `u16 length | payload` chunks, ended by a zero-length chunk
- * sent with the FIN (`shared/tcp_pipe.ts`).
+ * sent with the FIN (`stream_chunks.ts`, pumped by `shared/tcp_pipe.ts`).
  *
  * The decoder never asks for more bytes than the header still needs, so a reader can pull
  * exactly the header off a stream and leave the payload behind it unread (and so under
@@ -72,12 +72,8 @@ export const StreamCode = {
   FORBIDDEN: 4,
 } as const;
 
-/**
- * The end-of-data chunk (a zero length) that goes with every FIN on a TCP-flow stream, also
- * after a `refused` answer: quiche 0.18 never resends a lost FIN that travelled alone once
- * the stream's other direction is finished, so a FIN always rides on these bytes.
- */
-export const END_CHUNK: Uint8Array = new Uint8Array(2);
+/** The end-of-data chunk; defined with the rest of the chunk framing in `stream_chunks.ts`. */
+export { END_CHUNK } from "./stream_chunks.ts";
 
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
