@@ -5,10 +5,13 @@
  * connection, GET and HEAD only, `Connection: close`. Every resource an outside client can hold
  * is bounded: head size, read time, write time, concurrent connections.
  *
- * Free slots never decide whether a probe is answered: when every slot is taken, a new
- * connection evicts the oldest one that has not yet sent its whole request head (a slow or
- * idle client). Only when every slot is serving a complete request does a newcomer get 503.
- * So connections that trickle bytes or send nothing cannot make `/livez` fail (70 one-byte
+ * Free slots never decide whether a probe is answered: when every slot is taken, a newcomer
+ * takes the place of a connection that is not being answered right now. First choice is one
+ * already answered and only lingering; next, one still sending its request head, taken from
+ * the source address that holds the most of those (oldest first), so a flood from one address
+ * evicts its own connections before a probe from another. Only when every slot is computing or
+ * writing an answer does a newcomer get 503. So connections that trickle bytes, send nothing,
+ * or send a request and then hold the connection cannot make `/livez` fail (70 one-byte
  * connections once filled all 64 slots, and a kubelet would have restarted the pod).
  *
  * @module
@@ -63,8 +66,9 @@ export interface OpsListenerOptions {
    */
   writeTimeoutMs?: number;
   /**
-   * Connections served at once. Beyond it a newcomer evicts the oldest connection still
-   * sending its request head; when none is, the newcomer gets 503 and is closed.
+   * Connections served at once. Beyond it a newcomer evicts a connection that is lingering
+   * after its answer or still sending its request head; when none is, the newcomer gets 503
+   * and is closed.
    * @default {64}
    */
   maxConnections?: number;
@@ -73,7 +77,11 @@ export interface OpsListenerOptions {
    * @default {2000}
    */
   closeTimeoutMs?: number;
-  /** Called once per rejected request (400/408/431/505) so the component can count it. */
+  /**
+   * Called once per rejected request (400/408/431/505; 408 also for a connection evicted
+   * before its head was complete) and once per connection refused with 503, so the component
+   * can count them.
+   */
   onBadRequest?: (reason: string, status: number) => void;
 }
 
@@ -83,6 +91,16 @@ export interface OpsListener {
   readonly addr: { hostname: string; port: number };
   /** Stops accepting, waits (bounded by `closeTimeoutMs`) for requests in flight, then resolves. */
   close(): Promise<void>;
+}
+
+/**
+ * Where a served connection is: `reading` its request head, `answering` it (route and
+ * write), or `lingering` after the answer was written. Only `answering` is never evicted.
+ */
+type Phase = "reading" | "answering" | "lingering";
+
+interface Slot {
+  phase: Phase;
 }
 
 interface Reply {
@@ -175,22 +193,27 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
       (suppressed) => logger?.warn(msg, suppressed > 0 ? { ...fields, suppressed } : fields),
     );
   const debug = (msg: string, fields?: Record<string, unknown>) => logger?.debug?.(msg, fields);
-  /** Served connections, oldest first; `reading` until their request head is complete. */
-  const served = new Map<Deno.Conn, { reading: boolean }>();
-  const refused = new Map<Deno.Conn, { reading: boolean }>();
+  /** Served connections, oldest first. */
+  const served = new Map<Deno.Conn, Slot>();
+  /** Connections being told 503; bounded by `maxConnections` as well. */
+  const refused = new Map<Deno.Conn, Slot>();
   const handlers = new Set<Promise<void>>();
   let closing = false;
 
-  function reportBadRequest(conn: Deno.Conn, status: number, reason: string): void {
+  function count(status: number, reason: string): void {
     try {
       onBadRequest?.(reason, status);
     } catch (error) {
       debug("onBadRequest callback failed", { error: String(error) });
     }
+  }
+
+  function reportBadRequest(conn: Deno.Conn, status: number, reason: string): void {
+    count(status, reason);
     warn("ops listener rejected a request", { status, reason, remote: remoteOf(conn) });
   }
 
-  async function serve(conn: Deno.Conn, state: { reading: boolean }): Promise<void> {
+  async function serve(conn: Deno.Conn, slot: Slot): Promise<void> {
     const io = timedConn(conn);
     const buffer = new Uint8Array(maxHeadBytes);
     const deadline = performance.now() + readTimeoutMs;
@@ -203,6 +226,7 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
         if (n === TIMED_OUT || n === null) {
           // A connection that sent nothing (a TCP probe, an idle client) is closed silently.
           if (length === 0) return;
+          slot.phase = "answering";
           const reason = n === null ? "connection closed mid-head" : "read timeout";
           const status = n === null ? 400 : 408;
           reportBadRequest(conn, status, reason);
@@ -212,7 +236,7 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
         length += n;
         const head = parseRequestHead(buffer.subarray(0, length), { maxHeadBytes });
         if (head.ok === "incomplete") continue;
-        state.reading = false;
+        slot.phase = "answering";
         if (head.ok === false) {
           reportBadRequest(conn, head.status, head.reason);
           reply = textReply(head.status, head.reason);
@@ -225,6 +249,7 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
         debug("ops listener write timed out", { remote: remoteOf(conn) });
         return;
       }
+      slot.phase = "lingering";
       await io.linger(buffer, LINGER_MS, LINGER_MAX_BYTES);
     } catch (error) {
       // Resets and broken pipes are the client's business; they end this connection only.
@@ -246,7 +271,6 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
     } finally {
       await io.close();
     }
-    warn("ops listener refused a connection", { maxConnections, remote: remoteOf(conn) });
   }
 
   async function route(head: RequestHead): Promise<Reply> {
@@ -324,30 +348,54 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
   }
 
   /**
-   * Makes room for a newcomer by closing the oldest served connection that is still sending
-   * its request head; false when every one is serving a complete request.
+   * Makes room for a newcomer by closing a served connection that is not being answered;
+   * false when every one is.
    */
-  function evictSlowest(): boolean {
-    for (const [conn, state] of served) {
-      if (!state.reading) continue;
-      state.reading = false;
-      served.delete(conn);
-      reportBadRequest(conn, 408, "evicted: request head incomplete while every slot was taken");
-      // Its pending read fails, and its handler ends (and releases what it holds) on its own.
-      closeQuietly(conn);
-      return true;
+  function evictOne(): boolean {
+    const victim = oldestLingering() ?? oldestReadingOfBusiestSource();
+    if (victim === undefined) return false;
+    const phase = served.get(victim)?.phase;
+    served.delete(victim);
+    if (phase === "reading") {
+      reportBadRequest(victim, 408, "evicted: request head incomplete while every slot was taken");
+    } else {
+      // Its answer is written: only the courtesy linger is cut short, nothing was rejected.
+      debug("ops listener evicted a lingering connection", { remote: remoteOf(victim) });
     }
-    return false;
+    // Its pending read fails, and its handler ends (and releases what it holds) on its own.
+    closeQuietly(victim);
+    return true;
+  }
+
+  function oldestLingering(): Deno.Conn | undefined {
+    for (const [conn, slot] of served) if (slot.phase === "lingering") return conn;
+    return undefined;
+  }
+
+  // Per source address, so one address cannot push out another's unfinished request by
+  // opening connections faster than that request arrives.
+  function oldestReadingOfBusiestSource(): Deno.Conn | undefined {
+    const perSource = new Map<string, number>();
+    for (const [conn, slot] of served) {
+      if (slot.phase !== "reading") continue;
+      const source = sourceOf(conn);
+      perSource.set(source, (perSource.get(source) ?? 0) + 1);
+    }
+    const most = Math.max(0, ...perSource.values());
+    for (const [conn, slot] of served) {
+      if (slot.phase === "reading" && perSource.get(sourceOf(conn)) === most) return conn;
+    }
+    return undefined;
   }
 
   function track(
     conn: Deno.Conn,
-    set: Map<Deno.Conn, { reading: boolean }>,
-    handle: (conn: Deno.Conn, state: { reading: boolean }) => Promise<void>,
+    set: Map<Deno.Conn, Slot>,
+    handle: (conn: Deno.Conn, slot: Slot) => Promise<void>,
   ) {
-    const state = { reading: true };
-    set.set(conn, state);
-    const handler: Promise<void> = handle(conn, state)
+    const slot: Slot = { phase: "reading" };
+    set.set(conn, slot);
+    const handler: Promise<void> = handle(conn, slot)
       .catch((error) => debug("ops listener handler failed", { error: String(error) }))
       .finally(() => {
         set.delete(conn);
@@ -367,10 +415,18 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
         await delay(ACCEPT_RETRY_MS);
         continue;
       }
-      if (closing) closeQuietly(conn);
-      else if (served.size < maxConnections || evictSlowest()) track(conn, served, serve);
+      if (closing) {
+        closeQuietly(conn);
+        continue;
+      }
+      if (served.size < maxConnections || evictOne()) {
+        track(conn, served, serve);
+        continue;
+      }
+      count(503, "too many connections");
+      warn("ops listener refused a connection", { maxConnections, remote: remoteOf(conn) });
       // Refusals are bounded too: past twice the cap, connections are dropped without a word.
-      else if (refused.size < maxConnections) track(conn, refused, refuse);
+      if (refused.size < maxConnections) track(conn, refused, refuse);
       else closeQuietly(conn);
     }
   })();
@@ -497,6 +553,10 @@ function closeQuietly(resource: { close(): void }): void {
   } catch {
     // Already closed.
   }
+}
+
+function sourceOf(conn: Deno.Conn): string {
+  return (conn.remoteAddr as Deno.NetAddr).hostname;
 }
 
 function remoteOf(conn: Deno.Conn): string {

@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import net from "node:net";
 import { Gauge, Registry } from "prom-client";
 import { type HealthReport, type OpsListenerOptions, startOpsListener } from "./ops_listener.ts";
 
@@ -337,7 +339,7 @@ Deno.test("startOpsListener() answers 503 only when every slot serves a complete
       this.set(1);
     },
   });
-  const { ops } = listen({ maxConnections: 1, registry });
+  const { ops, rejects } = listen({ maxConnections: 1, registry });
   const { port } = ops.addr;
   try {
     const slow = get(port, "/metrics");
@@ -345,6 +347,7 @@ Deno.test("startOpsListener() answers 503 only when every slot serves a complete
     const refused = await get(port, "/livez");
     assert.deepEqual([refused.status, refused.body], [503, "too many connections"]);
     assertFraming(refused);
+    assert.deepEqual(rejects, ["too many connections"], "the refusal is counted");
     release();
     assert.equal((await slow).status, 200);
   } finally {
@@ -353,44 +356,145 @@ Deno.test("startOpsListener() answers 503 only when every slot serves a complete
   }
 });
 
-Deno.test("startOpsListener() answers every probe while 200 connections trickle one byte", async () => {
-  const { ops } = listen({ readTimeoutMs: 3000 });
-  const { port } = ops.addr;
-  const attackers: Deno.Conn[] = [];
+/** Resolves with `op`, or rejects naming `what` when it takes longer than `ms`. */
+async function within<T>(op: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+  });
   try {
-    for (let i = 0; i < 200; i++) {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      await conn.write(encoder.encode("G"));
-      attackers.push(conn);
-    }
-    // The default 64 slots are all held by attackers now; probes still get through.
-    for (const path of ["/livez", "/healthz", "/readyz", "/metrics"]) {
-      const response = await get(port, path);
-      assert.equal(response.status, 200, `${path} under the attack`);
-    }
-    // Every attacker is closed: evicted for a newcomer, or cut off after readTimeoutMs.
-    const buffer = new Uint8Array(512);
-    const ended = await Promise.all(
-      attackers.map(async (conn) => {
-        try {
-          for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
-            // a 408 reply, or nothing
-          }
-        } catch {
-          // reset
-        }
-        return true;
-      }),
-    );
-    assert.equal(ended.length, 200);
+    return await Promise.race([op, timeout]);
   } finally {
-    for (const conn of attackers) {
-      try {
-        conn.close();
-      } catch {
-        // closed
+    clearTimeout(timer);
+  }
+}
+
+/** Reads until the server ends `conn` (EOF or reset); resolves with what it sent. */
+async function untilServerCloses(conn: Deno.Conn): Promise<string> {
+  const buffer = new Uint8Array(1024);
+  let text = "";
+  try {
+    for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
+      text += decoder.decode(buffer.subarray(0, n));
+    }
+  } catch {
+    // A reset ends it too.
+  }
+  return text;
+}
+
+function closeAll(conns: Deno.Conn[]): void {
+  for (const conn of conns) {
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
+/** Every probe route with GET and HEAD, then `/metrics`: all must answer 200 on time. */
+async function assertProbesAnswer(port: number, when: string): Promise<void> {
+  for (const path of ["/livez", "/healthz", "/readyz"]) {
+    for (const method of ["GET", "HEAD"]) {
+      const response = await within(get(port, path, method), 3000, `${method} ${path} ${when}`);
+      assert.equal(response.status, 200, `${method} ${path} ${when}`);
+    }
+  }
+  const metrics = await within(get(port, "/metrics"), 3000, `/metrics ${when}`);
+  assert.equal(metrics.status, 200, `/metrics ${when}`);
+}
+
+Deno.test("startOpsListener() answers every probe while 200 connections trickle one byte and 50 stay silent", async () => {
+  const readTimeoutMs = 1000;
+  const { ops, rejects } = listen({ readTimeoutMs });
+  const { port } = ops.addr;
+  const trickling: Deno.Conn[] = [];
+  const silent: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < 250; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      if (i % 5 === 4) silent.push(conn);
+      else {
+        await writeAll(conn, encoder.encode("G"));
+        trickling.push(conn);
       }
     }
+    // The default 64 slots are all held by attackers now; every probe still gets through.
+    await assertProbesAnswer(port, "under the attack");
+    // Every attacker is closed: evicted for a newcomer, or cut off after readTimeoutMs.
+    await within(
+      Promise.all([...trickling, ...silent].map(untilServerCloses)),
+      readTimeoutMs + 5000,
+      "every attacker closed",
+    );
+    // A one-byte connection counts once (408: evicted or read timeout); a silent one only
+    // when evicted (at its timeout it is closed without a word, like a TCP health check).
+    const counted = rejects.filter((r) => r.startsWith("evicted") || r === "read timeout");
+    assert.equal(counted.length, rejects.length, `other rejects: ${rejects}`);
+    assert(counted.length >= 200 && counted.length <= 250, `${counted.length} counted`);
+    assert(!rejects.includes("too many connections"), "nobody got 503");
+  } finally {
+    closeAll([...trickling, ...silent]);
+    await ops.close();
+  }
+});
+
+Deno.test("startOpsListener() answers every probe while 200 connections send a request and hold the connection", async () => {
+  const { ops, rejects } = listen();
+  const { port } = ops.addr;
+  const holders: Deno.Conn[] = [];
+  try {
+    // Each asks for /livez and then neither reads nor closes: answered, its slot lingers.
+    for (let i = 0; i < 200; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await writeAll(conn, encoder.encode("GET /livez HTTP/1.1\r\nHost: a\r\n\r\n"));
+      holders.push(conn);
+    }
+    await assertProbesAnswer(port, "while 200 answered connections are held");
+    const answers = await within(
+      Promise.all(holders.map(untilServerCloses)),
+      5000,
+      "every holder closed",
+    );
+    // A holder is answered, or pushed out before its request was read; never refused.
+    for (const answer of answers) assert.match(answer, /^$|^HTTP\/1\.1 200 /);
+    assert(!rejects.includes("too many connections"), "nobody got 503");
+  } finally {
+    closeAll(holders);
+    await ops.close();
+  }
+});
+
+Deno.test("startOpsListener() a flood from one address does not push out a slow probe from another", async () => {
+  const { ops } = listen({ readTimeoutMs: 5000 });
+  const { port } = ops.addr;
+  const attackers: Deno.Conn[] = [];
+  // The probe comes from 127.0.0.2 and sends its request only after 200 newer connections
+  // from 127.0.0.1: oldest-first eviction alone would have closed it at the 64th.
+  const probe = net.connect({ host: "127.0.0.1", port, localAddress: "127.0.0.2" });
+  const received: Uint8Array[] = [];
+  probe.on("data", (chunk: Uint8Array) => received.push(chunk));
+  const ended = new Promise<void>((resolve) => probe.on("close", () => resolve()));
+  probe.on("error", () => {});
+  try {
+    await within(
+      new Promise<void>((resolve, reject) => probe.once("connect", resolve).once("error", reject)),
+      3000,
+      "probe connects",
+    );
+    for (let i = 0; i < 200; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await writeAll(conn, encoder.encode("G"));
+      attackers.push(conn);
+    }
+    probe.write(`GET /livez HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+    await within(ended, 3000, "probe answered and closed");
+    const response = parseResponse(new Uint8Array(Buffer.concat(received)));
+    assert.deepEqual([response.status, response.body], [200, "ok"]);
+  } finally {
+    probe.destroy();
+    closeAll(attackers);
     await ops.close();
   }
 });
