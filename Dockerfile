@@ -2,7 +2,11 @@
 # ztna-edge: one image, three commands (relay, connector, agent).
 #   docker build -t ztna-edge .
 #   docker run --rm --read-only --tmpfs /tmp -p 4433:4433/udp -p 9090:9090 \
-#     -v "$PWD/certs:/etc/ztna/tls:ro" -v "$PWD/relay.json:/etc/ztna/relay.json:ro" ztna-edge
+#     -v "$PWD/certs/relay.pem:/etc/ztna/tls/relay.pem:ro" \
+#     -v "$PWD/certs/relay.key:/etc/ztna/tls/relay.key:ro" \
+#     -v "$PWD/certs/ca.pem:/etc/ztna/tls/ca.pem:ro" \
+#     -v "$PWD/relay.json:/etc/ztna/relay.json:ro" ztna-edge
+#   (mount only ca.pem and the component's own pair: never the certs folder, never the CA key)
 #   docker run ... ztna-edge /usr/local/bin/ztna-connector --config /etc/ztna/connector.json
 #
 # The quiche addon is published for linux-x64 only (no linux-arm64 package of

@@ -13,7 +13,12 @@
  * Keys are written with mode 0600. An existing CA is reused, and existing certificates are
  * kept, so adding a client later does not invalidate the others; `--force` replaces everything.
  * Every check runs before the first file is written. Exit codes: 0 done, 1 the folders' state
- * prevents it (nothing written) or a folder is not writable, 2 bad arguments.
+ * prevents it (nothing written) or a folder cannot be created or written (one line naming the
+ * flag), 2 bad arguments.
+ *
+ * `deno task certs` grants read and write everywhere and nothing else (no network, no
+ * subprocess): this offline tool must write wherever an operator points `--out` and
+ * `--ca-dir`, and a scope fixed in deno.json could only be the checkout.
  *
  * @module
  */
@@ -134,7 +139,12 @@ export function parseCertsArgs(args: string[]): CertsRequest | null {
 /** A refusal caused by the output folder's contents; exit code 1, nothing written. */
 class StateError extends Error {}
 
+/** A folder or file that cannot be created or written; exit code 1. */
+class WriteError extends Error {}
+
 interface PlannedFile {
+  /** The option whose folder holds the file, named in errors. */
+  flag: "--out" | "--ca-dir";
   path: string;
   data: string;
   mode: number;
@@ -175,9 +185,9 @@ async function plan(request: CertsRequest): Promise<{ write: PlannedFile[]; kept
   const { out, caDir, force } = request;
   const write: PlannedFile[] = [];
   const kept: string[] = [];
-  const emit = (dir: string, base: string, pair: CertificateAndKey) => {
-    write.push({ path: join(dir, `${base}.pem`), data: pair.cert, mode: 0o644 });
-    write.push({ path: join(dir, `${base}.key`), data: pair.key, mode: 0o600 });
+  const emit = (flag: PlannedFile["flag"], dir: string, base: string, pair: CertificateAndKey) => {
+    write.push({ flag, path: join(dir, `${base}.pem`), data: pair.cert, mode: 0o644 });
+    write.push({ flag, path: join(dir, `${base}.key`), data: pair.key, mode: 0o600 });
   };
 
   // The old layout kept the CA key with the identities; refuse to go on beside it.
@@ -190,10 +200,10 @@ async function plan(request: CertsRequest): Promise<{ write: PlannedFile[]; kept
   }
   const existingCa = force ? null : await readPair(caDir, "ca");
   const ca = existingCa ?? await createCa();
-  if (existingCa === null) emit(caDir, "ca", ca);
+  if (existingCa === null) emit("--ca-dir", caDir, "ca", ca);
   else kept.push(join(caDir, "ca.pem"));
   // Components verify peers against the CA certificate: it goes with the identities.
-  write.push({ path: join(out, "ca.pem"), data: ca.cert, mode: 0o644 });
+  write.push({ flag: "--out", path: join(out, "ca.pem"), data: ca.cert, mode: 0o644 });
 
   const leaves: [string, () => Promise<CertificateAndKey>][] = [
     ["relay", () => createRelayCertificate(ca, { dnsNames: request.relayNames })],
@@ -205,7 +215,7 @@ async function plan(request: CertsRequest): Promise<{ write: PlannedFile[]; kept
   for (const [base, issue] of leaves) {
     const existing = force ? null : await readPair(out, base);
     if (existing === null) {
-      emit(out, base, await issue());
+      emit("--out", out, base, await issue());
     } else if (await certificateIssuedBy(existing.cert, ca.cert)) {
       kept.push(join(out, `${base}.pem`));
     } else {
@@ -220,12 +230,31 @@ async function plan(request: CertsRequest): Promise<{ write: PlannedFile[]; kept
 }
 
 async function writeFile(file: PlannedFile): Promise<void> {
-  // Removed first so the mode applies: `mode` only takes effect when a file is created, and an
-  // old key file might be readable by others.
-  await Deno.remove(file.path).catch((error) => {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  });
-  await Deno.writeTextFile(file.path, file.data, { mode: file.mode, createNew: true });
+  try {
+    // Removed first so the mode applies: `mode` only takes effect when a file is created, and
+    // an old key file might be readable by others.
+    await Deno.remove(file.path).catch((error) => {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    });
+    await Deno.writeTextFile(file.path, file.data, { mode: file.mode, createNew: true });
+  } catch (error) {
+    throw new WriteError(`cannot write ${file.path} (${file.flag}): ${messageOf(error)}`);
+  }
+}
+
+/** Creates `dir` (and its parents) for `flag`; with `mode`, also sets it on an existing one. */
+async function makeFolder(flag: PlannedFile["flag"], dir: string, mode?: number): Promise<void> {
+  try {
+    await Deno.mkdir(dir, { recursive: true, mode });
+    // mkdir's mode is masked by the umask and ignored for an existing folder.
+    if (mode !== undefined) await Deno.chmod(dir, mode);
+  } catch (error) {
+    throw new WriteError(`cannot create the ${flag} folder ${dir}: ${messageOf(error)}`);
+  }
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 /**
@@ -248,10 +277,8 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   try {
-    await Deno.mkdir(request.out, { recursive: true });
-    await Deno.mkdir(request.caDir, { recursive: true, mode: 0o700 });
-    // mkdir's mode is masked by the umask and ignored for an existing folder.
-    await Deno.chmod(request.caDir, 0o700);
+    await makeFolder("--out", request.out);
+    await makeFolder("--ca-dir", request.caDir, 0o700);
     const { write, kept } = await plan(request);
     for (const file of write) {
       await writeFile(file);
@@ -260,14 +287,17 @@ export async function main(args: string[]): Promise<number> {
     for (const path of kept) console.error(`kept ${path} (exists; --force replaces it)`);
     return 0;
   } catch (error) {
-    if (error instanceof StateError || error instanceof RangeError) {
+    if (
+      error instanceof StateError || error instanceof WriteError || error instanceof RangeError
+    ) {
       console.error(`certs: ${error.message}`);
       return 1;
     }
     if (
       error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable
     ) {
-      console.error(`certs: cannot write the --out or --ca-dir folder: ${error.message}`);
+      // Reading an existing certificate or key failed.
+      console.error(`certs: cannot read the --out or --ca-dir folder: ${error.message}`);
       return 1;
     }
     throw error;

@@ -147,18 +147,47 @@ Deno.test("certs CLI refuses, writing nothing, when the folders' files do not fi
   });
 });
 
+/** Runs `deno task certs` exactly as the README says, from the checkout. */
+async function runTask(...args: string[]): Promise<Run> {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "certs", ...args],
+    cwd: REPO,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+}
+
 Deno.test("deno task certs writes to any folder an operator names, outside the checkout", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ztna_certs_task_" });
   try {
-    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
-      args: ["task", "certs", "--out", `${dir}/tls`, "--client", "a"],
-      cwd: REPO,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    equal(code, 0, new TextDecoder().decode(stderr));
+    const run = await runTask("--out", `${dir}/tls`, "--client", "a");
+    equal(run.code, 0, run.stderr);
     ok((await Deno.stat(`${dir}/tls/a.key`)).isFile);
     ok((await Deno.stat(`${dir}/tls-ca/ca.key`)).isFile);
+    equal((await Deno.stat(`${dir}/tls-ca`)).mode! & 0o777, 0o700, "CA folder");
+    equal((await Deno.stat(`${dir}/tls-ca/ca.key`)).mode! & 0o777, 0o600, "ca.key");
+    deepEqual(
+      (await Array.fromAsync(Deno.readDir(`${dir}/tls`))).map((e) => e.name).sort(),
+      ["a.key", "a.pem", "ca.pem", "relay.key", "relay.pem"],
+    );
+    // A folder that cannot be created is one line naming its flag, not a stack trace.
+    await Deno.writeTextFile(`${dir}/file`, "");
+    for (
+      const [flag, args] of [
+        ["--out", ["--out", `${dir}/file/tls`]],
+        ["--ca-dir", ["--out", `${dir}/tls`, "--ca-dir", `${dir}/file/ca`]],
+      ] as const
+    ) {
+      const failed = await runTask(...args);
+      equal(failed.code, 1, flag);
+      match(
+        failed.stderr,
+        new RegExp(`^certs: cannot create the ${flag} folder ${dir}/file/`, "m"),
+      );
+      ok(!/^\s+at /m.test(failed.stderr), `no stack trace: ${failed.stderr}`);
+    }
     // --ca-dir may not be the identities' folder.
     const same = await runCerts(dir, "--out", `${dir}/tls`, "--ca-dir", `${dir}/tls/`);
     equal(same.code, 2);
