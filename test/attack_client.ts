@@ -12,7 +12,9 @@ import { type CloseInfo, connectQuic, type QuicConnection } from "../shared/quic
 import { type NativeConnection, quiche } from "../shared/quic/native.ts";
 import { createQuicConfig } from "../shared/quic/tls_config.ts";
 import { readTlsFiles } from "../shared/tls_files.ts";
-import { waitFor } from "./harness.ts";
+import { join } from "node:path";
+import { PROJECT_ROOT } from "../tools/permissions.ts";
+import { type ComponentProcess, spawnLogged, waitFor } from "./harness.ts";
 
 /** A connected peer. */
 export interface Peer {
@@ -221,4 +223,17 @@ export async function holdHalfOpen(
       socket.close();
     },
   };
+}
+
+/**
+ * Starts `test/preauth_attacker.ts` (hundreds of pre-auth connections) in its own process, so
+ * the test runner never holds that many native quiche connections; resolves once it is ready.
+ */
+export function startAttacker(options: Record<string, unknown>): Promise<ComponentProcess> {
+  return spawnLogged("attacker", [
+    "run",
+    "-A",
+    join(PROJECT_ROOT, "test", "preauth_attacker.ts"),
+    JSON.stringify(options),
+  ], { timeoutMs: 60_000 });
 }

@@ -7,8 +7,9 @@ import assert from "node:assert/strict";
 import type { ControlMessage } from "../shared/protocol/control.ts";
 import { tokenHashText } from "../shared/config/tokens.ts";
 import { createFlowDatagrams } from "../shared/flow_datagrams.ts";
-import { closedWithin, dialPeer } from "./attack_client.ts";
+import { closedWithin, dialPeer, startAttacker } from "./attack_client.ts";
 import {
+  type ComponentProcess,
   createPki,
   metric,
   portOf,
@@ -183,11 +184,17 @@ Deno.test("finding 6: before hello a control frame may not claim more than 4 KiB
     tls: pki.tls("relay"),
     auth: "token",
     tokens: { "agent-1": [tokenHashText("ztna-test-token-0123456789abcdef")] },
-    limits: { preauth_connections_per_ip: 1000, preauth_connections: 1000 },
+    limits: {
+      preauth_connections_per_ip: 1000,
+      preauth_connections: 1000,
+      // The 300 sessions are dialled at once from one address.
+      handshakes_per_second_per_ip: 1000,
+      handshakes_per_second: 1000,
+    },
   });
   const relayPort = portOf(relay.ready.quic);
   const relayMetrics = String(relay.ready.metrics);
-  const peers: Awaited<ReturnType<typeof dialPeer>>[] = [];
+  let attacker: ComponentProcess | undefined;
   try {
     const tls = { ca: pki.tls("relay").ca };
     // A 64 KiB claim is refused at its length prefix.
@@ -203,12 +210,16 @@ Deno.test("finding 6: before hello a control frame may not claim more than 4 KiB
       metric(await scrape(relayMetrics), "nodejs_external_memory_bytes") / (1 << 20);
     const externalBefore = await external();
     const rssBefore = procRss(relay.pid);
-    for (let i = 0; i < 300; i++) {
-      const peer = await dialPeer({ relayPort, tls, role: null });
-      peer.conn.streamWrite(0, new Uint8Array([0, 0, 0x0f, 0xa0, ...new Uint8Array(10)]));
-      peers.push(peer);
-    }
-    await waitFor("300 sessions held", () => peers.every((p) => !p.conn.closed));
+    attacker = await startAttacker({
+      mode: "silent",
+      relayPort,
+      bindHost: "127.0.0.2",
+      count: 300,
+      tls,
+      write: [0, 0, 0x0f, 0xa0, ...new Array(10).fill(0)],
+      handshakeMs: 10_000,
+    });
+    assert.equal(attacker.ready.established, 300, "300 sessions held");
     await new Promise((r) => setTimeout(r, 500));
     const grown = await external() - externalBefore;
     const rss = (procRss(relay.pid) - rssBefore) / (1 << 20);
@@ -222,7 +233,7 @@ Deno.test("finding 6: before hello a control frame may not claim more than 4 KiB
       metric(samples, 'ztna_relay_protocol_violations_total{reason="oversized_frame"}') >= 1,
     );
   } finally {
-    for (const peer of peers) peer.conn.close(0, "done");
+    await attacker?.stop();
     await relay.stop();
     await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
   }

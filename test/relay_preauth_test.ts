@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { tokenHashText } from "../shared/config/tokens.ts";
-import { dialPeer, holdHalfOpen, type Peer } from "./attack_client.ts";
+import { dialPeer, startAttacker } from "./attack_client.ts";
 import {
   createPki,
   metric,
@@ -59,28 +59,24 @@ Deno.test("attack 4+5: half-open handshakes and hello-less sessions from one add
   const relayPort = portOf(trio.relayAddress);
   const relayMetrics = String(trio.relay.ready.metrics);
   const client = udpClient();
-  const silent: Peer[] = [];
-  const attackerHalfOpen = await holdHalfOpen(
+  // Finding 4: half-open handshakes from one address. Finding 5: a certificate holder's TLS
+  // sessions that never say hello, from another, dialled at once, well inside the deadline.
+  const halfOpen = await startAttacker({
+    mode: "half-open",
     relayPort,
-    "127.0.0.2",
-    200,
-    enc.encode(trio.pki.tls("agent-2").ca),
-  );
+    bindHost: "127.0.0.2",
+    count: 200,
+    tls: trio.pki.tls("agent-2"),
+  });
+  const silent = await startAttacker({
+    mode: "silent",
+    relayPort,
+    bindHost: "127.0.0.3",
+    count: 2 * PER_IP,
+    tls: trio.pki.tls("agent-2"),
+  });
   try {
-    // Finding 5: a certificate holder opens TLS sessions and never says hello.
-    // Dialled all at once, well inside the deadline: the cap, not the deadline, limits them.
-    const dials = await Promise.all(
-      Array.from({ length: 2 * PER_IP }, () =>
-        dialPeer({
-          relayPort,
-          tls: trio.pki.tls("agent-2"),
-          role: null,
-          bindHost: "127.0.0.3",
-          handshakeMs: 3000,
-        }).catch(() => null)),
-    );
-    for (const peer of dials) if (peer !== null) silent.push(peer);
-    const held = silent.filter((p) => p.conn.established && !p.conn.closed).length;
+    const held = Number(silent.ready.established);
     await waitFor(
       "the half-open handshakes capped",
       async () =>
@@ -93,8 +89,10 @@ Deno.test("attack 4+5: half-open handshakes and hello-less sessions from one add
     const handshaking = await preauth(relayMetrics, "handshake");
     const waiting = await preauth(relayMetrics, "hello");
     console.log(
-      `under attack: ${attackerHalfOpen.held} half-open handshakes attempted, ` +
-        `${held} of ${silent.length} silent sessions established; relay pre-auth gauge handshake ${handshaking}, hello ${waiting}`,
+      `under attack: ${halfOpen.ready.held} half-open handshakes attempted, ` +
+        `${held} of ${
+          2 * PER_IP
+        } silent sessions established; relay pre-auth gauge handshake ${handshaking}, hello ${waiting}`,
     );
     assert.ok(handshaking >= 1 && handshaking <= PER_IP, `handshake gauge ${handshaking}`);
     assert.ok(waiting <= PER_IP, `hello gauge ${waiting}`);
@@ -117,14 +115,18 @@ Deno.test("attack 4+5: half-open handshakes and hello-less sessions from one add
         (await preauth(relayMetrics, "handshake")) + (await preauth(relayMetrics, "hello")) === 0,
       DEADLINE_MS + 10_000,
     );
-    await waitFor("the silent sessions closed", () => silent.every((p) => p.conn.closed), 5000);
+    await waitFor(
+      "the silent sessions closed",
+      () => silent.logs.filter((l) => l.msg === "closed").length === held,
+      5000,
+    );
     const samples = await scrape(relayMetrics);
     assert.ok(metric(samples, 'ztna_relay_preauth_closes_total{reason="timeout"}') >= PER_IP);
     assert.equal(legit.conn.closed, false, "an authenticated session has no deadline");
     assert.equal(metric(samples, "ztna_relay_handler_errors_total"), 0);
   } finally {
-    attackerHalfOpen.close();
-    for (const peer of silent) peer.conn.close(0, "done");
+    await halfOpen.stop();
+    await silent.stop();
     client.close();
     await trio.stop();
   }
@@ -144,18 +146,15 @@ Deno.test("attack 5 with token auth: anybody's TLS sessions are capped and close
   const relayPort = portOf(relay.ready.quic);
   const relayMetrics = String(relay.ready.metrics);
   const tls = { ca: pki.tls("relay").ca };
-  const silent: Peer[] = [];
+  const silent = await startAttacker({
+    mode: "silent",
+    relayPort,
+    bindHost: "127.0.0.2",
+    count: PER_IP + 10,
+    tls,
+  });
   try {
-    const dials = await Promise.all(
-      Array.from(
-        { length: PER_IP + 10 },
-        () =>
-          dialPeer({ relayPort, tls, role: null, bindHost: "127.0.0.2", handshakeMs: 3000 })
-            .catch(() => null),
-      ),
-    );
-    for (const peer of dials) if (peer !== null && peer.conn.established) silent.push(peer);
-    assert.equal(silent.length, PER_IP);
+    assert.equal(silent.ready.established, PER_IP);
     assert.equal(await preauth(relayMetrics, "hello"), PER_IP);
     const legit = await connectsWithin(
       "the token holder",
@@ -163,16 +162,16 @@ Deno.test("attack 5 with token auth: anybody's TLS sessions are capped and close
       () => dialPeer({ relayPort, tls, token }),
     );
     assert.ok(legit.messages.some((m) => m.type === "hello" && m.identity === "agent-1"));
+    const closed = () => silent.logs.filter((l) => l.msg === "closed");
     await waitFor(
       "the silent sessions closed at their deadline",
-      () => silent.every((p) => p.conn.closed),
+      () => closed().length === PER_IP,
       DEADLINE_MS + 10_000,
     );
-    const reasons = await Promise.all(silent.map((p) => p.closed));
-    assert.ok(reasons.every((info) => info.peer?.reason === "authentication_timeout"));
+    assert.ok(closed().every((l) => l.reason === "authentication_timeout"));
     legit.conn.close(0, "done");
   } finally {
-    for (const peer of silent) peer.conn.close(0, "done");
+    await silent.stop();
     await relay.stop();
     await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
   }
