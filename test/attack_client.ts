@@ -57,6 +57,22 @@ export interface DialOptions {
   datagrams?: boolean;
 }
 
+/** Peers not yet closed, for {@linkcode closePeers}. */
+const openPeers = new Set<QuicConnection>();
+
+/**
+ * Closes every peer this module dialled and waits (bounded) until each has finished, so no
+ * QUIC socket outlives its test: a test module that ended with sockets still receiving made
+ * the test runner crash in a runtime worker.
+ */
+export async function closePeers(ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (const conn of openPeers) conn.close(0, "test done");
+  while (openPeers.size > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** Dials the relay and, unless `role` is null, completes `hello`. */
 export async function dialPeer(options: DialOptions): Promise<Peer> {
   const { relayPort, role = "agent" } = options;
@@ -80,9 +96,13 @@ export async function dialPeer(options: DialOptions): Promise<Peer> {
       onStreamReadable: (id) => id === 0 && channel.readable(),
       onStreamWritable: (id) => id === 0 && channel.writable(),
       onDatagram: (frame) => datagrams.push(frame.slice()),
-      onClosed: resolve,
+      onClosed(info) {
+        openPeers.delete(conn);
+        resolve(info);
+      },
     });
   });
+  openPeers.add(conn);
   try {
     await waitFor(
       "handshake",

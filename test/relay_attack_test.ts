@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type { ControlMessage } from "../shared/protocol/control.ts";
-import { closedWithin, dialPeer, type Peer } from "./attack_client.ts";
+import { closedWithin, closePeers, dialPeer, type Peer } from "./attack_client.ts";
 import {
   metric,
   portOf,
@@ -67,6 +67,7 @@ async function startStage(relay: Record<string, unknown> = {}) {
     alive,
     async stop() {
       client.close();
+      await closePeers();
       await trio.stop();
     },
   };

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import type { ControlMessage } from "../shared/protocol/control.ts";
 import { tokenHashText } from "../shared/config/tokens.ts";
 import { createFlowDatagrams } from "../shared/flow_datagrams.ts";
-import { closedWithin, dialPeer, startAttacker } from "./attack_client.ts";
+import { closedWithin, closePeers, dialPeer, startAttacker } from "./attack_client.ts";
 import {
   type ComponentProcess,
   createPki,
@@ -56,6 +56,7 @@ Deno.test("interop: UDP needs negotiated DATAGRAM frames, and says so", async ()
     assert.deepEqual(registered.rejected, [{ name: "echo", reason: "unsupported" }]);
     assert.equal(agent.conn.closed, false, "a clear refusal, not a close");
   } finally {
+    await closePeers();
     await tunnel.stop();
   }
 });
@@ -89,6 +90,7 @@ Deno.test("interop: a peer that takes only 1200-byte packets gets every fragment
     const samples = await scrape(String(tunnel.relay.ready.metrics));
     assert.equal(metric(samples, 'ztna_relay_drops_total{reason="too_large"}'), 0);
   } finally {
+    await closePeers();
     await tunnel.stop();
   }
 });
@@ -170,6 +172,7 @@ Deno.test("interop: a peer whose NAT rebinds keeps its connection and flow", asy
     const samples = await scrape(String(tunnel.relay.ready.metrics));
     assert.equal(metric(samples, 'ztna_relay_connections_accepted_total{role="agent"}'), 2);
   } finally {
+    await closePeers();
     nat.close();
     await tunnel.stop();
   }
@@ -234,6 +237,7 @@ Deno.test("finding 6: before hello a control frame may not claim more than 4 KiB
     );
   } finally {
     await attacker?.stop();
+    await closePeers();
     await relay.stop();
     await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
   }

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { tokenHashText } from "../shared/config/tokens.ts";
-import { dialPeer, startAttacker } from "./attack_client.ts";
+import { closePeers, dialPeer, startAttacker } from "./attack_client.ts";
 import {
   createPki,
   metric,
@@ -128,6 +128,7 @@ Deno.test("attack 4+5: half-open handshakes and hello-less sessions from one add
     await halfOpen.stop();
     await silent.stop();
     client.close();
+    await closePeers();
     await trio.stop();
   }
 });
@@ -172,6 +173,7 @@ Deno.test("attack 5 with token auth: anybody's TLS sessions are capped and close
     legit.conn.close(0, "done");
   } finally {
     await silent.stop();
+    await closePeers();
     await relay.stop();
     await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
   }
