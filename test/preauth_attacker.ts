@@ -4,7 +4,7 @@
  * quiche addon).
  *
  * Usage: `deno run -A --unstable-net test/preauth_attacker.ts '<json>'` with
- * `{mode, relayPort, bindHost, count, tls: {ca, cert?, key?}, write?, handshakeMs?}`:
+ * `{mode, relayPort, bindHost, count, tls: {ca, cert?, key?}, write?, handshakeMs?, concurrency?}`:
  * - `half-open`: handshakes that follow the relay's Retry and then ignore it (finding 4);
  * - `silent`: TLS sessions that never say hello (finding 5), optionally writing the bytes
  *   `write` on the control stream first (finding 6).
@@ -25,6 +25,8 @@ interface AttackOptions {
   tls: { ca: string; cert?: string; key?: string };
   write?: number[];
   handshakeMs?: number;
+  /** Dials in flight at once (default: all of them). */
+  concurrency?: number;
 }
 
 const print = (fields: Record<string, unknown>) => console.log(JSON.stringify(fields));
@@ -47,16 +49,22 @@ if (import.meta.main) {
     print({ msg: "ready", held: attack.held });
     stop = () => attack.close();
   } else {
-    const dials = await Promise.all(
-      Array.from({ length: count }, () =>
-        dialPeer({
-          relayPort,
-          tls: options.tls,
-          role: null,
-          bindHost,
-          handshakeMs: options.handshakeMs ?? 3000,
-        }).catch(() => null)),
-    );
+    const dials: (Peer | null)[] = [];
+    const batch = options.concurrency ?? count;
+    for (let start = 0; start < count; start += batch) {
+      dials.push(
+        ...await Promise.all(
+          Array.from({ length: Math.min(batch, count - start) }, () =>
+            dialPeer({
+              relayPort,
+              tls: options.tls,
+              role: null,
+              bindHost,
+              handshakeMs: options.handshakeMs ?? 3000,
+            }).catch(() => null)),
+        ),
+      );
+    }
     const peers = dials.filter((p): p is Peer => p !== null && !p.conn.closed);
     for (const peer of peers) {
       if (options.write) peer.conn.streamWrite(0, Uint8Array.from(options.write));
