@@ -6,13 +6,16 @@
  * is bounded: head size, read time, write time, concurrent connections.
  *
  * Free slots never decide whether a probe is answered: when every slot is taken, a newcomer
- * takes the place of a connection that is not being answered right now. First choice is one
- * already answered and only lingering; next, one still sending its request head, taken from
+ * takes the place of a connection that is not computing its answer right now. First choice is
+ * one already answered and only lingering; next, one still sending its request head, taken from
  * the source address that holds the most of those (oldest first), so a flood from one address
- * evicts its own connections before a probe from another. Only when every slot is computing or
- * writing an answer does a newcomer get 503. So connections that trickle bytes, send nothing,
- * or send a request and then hold the connection cannot make `/livez` fail (70 one-byte
- * connections once filled all 64 slots, and a kubelet would have restarted the pod).
+ * evicts its own connections before a probe from another; last, the oldest one still writing
+ * its answer (a client that stopped reading). Only when every slot is computing an answer
+ * (collecting metrics) does a newcomer get 503. So connections that trickle bytes, send
+ * nothing, send a request and then hold the connection, or stop reading their answer cannot
+ * make `/livez` fail (70 one-byte connections once filled all 64 slots, and a kubelet would
+ * have restarted the pod). A probe's own answer is computed at once and fits in any socket
+ * buffer, so it never holds its slot for long.
  *
  * @module
  */
@@ -67,8 +70,8 @@ export interface OpsListenerOptions {
   writeTimeoutMs?: number;
   /**
    * Connections served at once. Beyond it a newcomer evicts a connection that is lingering
-   * after its answer or still sending its request head; when none is, the newcomer gets 503
-   * and is closed.
+   * after its answer, still sending its request head or still writing its answer; when every
+   * one is computing its answer, the newcomer gets 503 and is closed.
    * @default {64}
    */
   maxConnections?: number;
@@ -79,8 +82,9 @@ export interface OpsListenerOptions {
   closeTimeoutMs?: number;
   /**
    * Called once per rejected request (400/408/431/505; 408 also for a connection evicted
-   * before its head was complete) and once per connection refused with 503, so the component
-   * can count them.
+   * before its head was complete or before it took its whole answer, and for one that did not
+   * take its answer within `writeTimeoutMs`) and once per connection refused with 503, so the
+   * component can count them.
    */
   onBadRequest?: (reason: string, status: number) => void;
 }
@@ -94,10 +98,10 @@ export interface OpsListener {
 }
 
 /**
- * Where a served connection is: `reading` its request head, `answering` it (route and
- * write), or `lingering` after the answer was written. Only `answering` is never evicted.
+ * Where a served connection is: `reading` its request head, `computing` its answer,
+ * `writing` it, or `lingering` after the answer was written. Only `computing` is never evicted.
  */
-type Phase = "reading" | "answering" | "lingering";
+type Phase = "reading" | "computing" | "writing" | "lingering";
 
 interface Slot {
   phase: Phase;
@@ -226,7 +230,7 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
         if (n === TIMED_OUT || n === null) {
           // A connection that sent nothing (a TCP probe, an idle client) is closed silently.
           if (length === 0) return;
-          slot.phase = "answering";
+          slot.phase = "computing";
           const reason = n === null ? "connection closed mid-head" : "read timeout";
           const status = n === null ? 400 : 408;
           reportBadRequest(conn, status, reason);
@@ -236,7 +240,7 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
         length += n;
         const head = parseRequestHead(buffer.subarray(0, length), { maxHeadBytes });
         if (head.ok === "incomplete") continue;
-        slot.phase = "answering";
+        slot.phase = "computing";
         if (head.ok === false) {
           reportBadRequest(conn, head.status, head.reason);
           reply = textReply(head.status, head.reason);
@@ -245,8 +249,9 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
           reply = await route(head);
         }
       }
+      slot.phase = "writing";
       if (!await io.write(encodeReply(reply, isHead), writeTimeoutMs)) {
-        debug("ops listener write timed out", { remote: remoteOf(conn) });
+        reportBadRequest(conn, 408, "write timeout");
         return;
       }
       slot.phase = "lingering";
@@ -348,16 +353,18 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
   }
 
   /**
-   * Makes room for a newcomer by closing a served connection that is not being answered;
-   * false when every one is.
+   * Makes room for a newcomer by closing a served connection that is not computing its
+   * answer; false when every one is.
    */
   function evictOne(): boolean {
-    const victim = oldestLingering() ?? oldestReadingOfBusiestSource();
+    const victim = oldestIn("lingering") ?? oldestReadingOfBusiestSource() ?? oldestIn("writing");
     if (victim === undefined) return false;
     const phase = served.get(victim)?.phase;
     served.delete(victim);
     if (phase === "reading") {
       reportBadRequest(victim, 408, "evicted: request head incomplete while every slot was taken");
+    } else if (phase === "writing") {
+      reportBadRequest(victim, 408, "evicted: response not taken while every slot was taken");
     } else {
       // Its answer is written: only the courtesy linger is cut short, nothing was rejected.
       debug("ops listener evicted a lingering connection", { remote: remoteOf(victim) });
@@ -367,8 +374,8 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
     return true;
   }
 
-  function oldestLingering(): Deno.Conn | undefined {
-    for (const [conn, slot] of served) if (slot.phase === "lingering") return conn;
+  function oldestIn(phase: Phase): Deno.Conn | undefined {
+    for (const [conn, slot] of served) if (slot.phase === phase) return conn;
     return undefined;
   }
 

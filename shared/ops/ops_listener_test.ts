@@ -327,7 +327,7 @@ Deno.test("startOpsListener() evicts the oldest unfinished connection when every
   }
 });
 
-Deno.test("startOpsListener() answers 503 only when every slot serves a complete request", async () => {
+Deno.test("startOpsListener() answers 503 only when every slot is computing its answer", async () => {
   let release: () => void = () => {};
   const registry = new Registry();
   new Gauge({
@@ -366,6 +366,15 @@ async function within<T>(op: Promise<T>, ms: number, what: string): Promise<T> {
     return await Promise.race([op, timeout]);
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/** Resolves once `condition()` holds, checking every 20 ms; rejects after `ms`. */
+async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
 
@@ -462,6 +471,48 @@ Deno.test("startOpsListener() answers every probe while 200 connections send a r
     assert(!rejects.includes("too many connections"), "nobody got 503");
   } finally {
     closeAll(holders);
+    await ops.close();
+  }
+});
+
+Deno.test("startOpsListener() answers every probe while every slot writes /metrics to a client that stopped reading", async () => {
+  // Larger than what loopback's socket buffers absorb, so the writes cannot finish.
+  const body = "#".repeat(8 * 1024 * 1024);
+  const registry = new Registry();
+  registry.metrics = () => Promise.resolve(body);
+  const maxConnections = 4;
+  const writeTimeoutMs = 2000;
+  const { ops, rejects } = listen({ maxConnections, registry, writeTimeoutMs });
+  const { port } = ops.addr;
+  const readers: Deno.Conn[] = [];
+  const stalled = () =>
+    rejects.filter((r) => r.startsWith("evicted: response not taken") || r === "write timeout");
+  try {
+    for (let i = 0; i < maxConnections; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await writeAll(conn, encoder.encode("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n"));
+      // One chunk proves its answer is being written; then it reads no more.
+      const first = await within(conn.read(new Uint8Array(1024)), 3000, "first chunk");
+      assert(first !== null && first > 0);
+      readers.push(conn);
+    }
+    await assertProbesAnswer(port, "while every slot writes to a stalled reader");
+    assert(
+      rejects.some((r) => r.startsWith("evicted: response not taken")),
+      `a probe pushed out a stalled writer: ${rejects}`,
+    );
+    // The rest are cut off at writeTimeoutMs; every one is counted once.
+    await until(() => stalled().length === maxConnections, writeTimeoutMs + 5000, "all counted");
+    const received = await within(
+      Promise.all(readers.map(untilServerCloses)),
+      3000,
+      "every stalled reader closed",
+    );
+    for (const text of received) assert(text.length < body.length, "its answer stops short");
+    assert.equal(stalled().length, maxConnections, `rejects: ${rejects}`);
+    assert(!rejects.includes("too many connections"), "nobody got 503");
+  } finally {
+    closeAll(readers);
     await ops.close();
   }
 });
