@@ -21,6 +21,7 @@ import type {
 } from "../shared/protocol/control.ts";
 import { PRE_AUTH_MAX_FRAME_BYTES, PROTOCOL_VERSION } from "../shared/protocol/control.ts";
 import { parseDatagram, rewriteFlow } from "../shared/protocol/datagram.ts";
+import { StreamCode } from "../shared/protocol/stream_header.ts";
 import { varintLength, varintLengthAt } from "../shared/protocol/varint.ts";
 import {
   CloseCode,
@@ -234,11 +235,11 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         if (session !== null) forwardDatagram(session, frame);
       },
       onStreamReadable(streamId) {
-        if (session === null) return conn.streamReset(streamId, CloseCode.PROTOCOL_VIOLATION);
+        if (session === null) return conn.streamReset(streamId, StreamCode.PROTOCOL_VIOLATION);
         if (streamId === CONTROL_STREAM_ID) session.channel.readable();
         else if (session.role === "agent") tcp.agentReadable(session, streamId);
         else if (session.role === "connector") tcp.connectorReadable(session, streamId);
-        else conn.streamReset(streamId, CloseCode.PROTOCOL_VIOLATION);
+        else conn.streamReset(streamId, StreamCode.PROTOCOL_VIOLATION);
       },
       onStreamWritable(streamId) {
         if (session === null) return;
