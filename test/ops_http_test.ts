@@ -119,3 +119,69 @@ Deno.test("metrics listener: bad HTTP input is answered or cut off, /healthz sti
     await Deno.remove(pki.dir, { recursive: true });
   }
 });
+
+/** A fetch of `path` with `method` that must answer within `ms`; resolves with its status. */
+async function request(address: string, path: string, method: string, ms = 3000): Promise<number> {
+  const response = await fetch(`http://${address}${path}`, {
+    method,
+    signal: AbortSignal.timeout(ms),
+  });
+  await response.body?.cancel();
+  return response.status;
+}
+
+Deno.test("metrics listener: 200 one-byte connections cannot fail a probe, and each is counted and closed", async () => {
+  const pki = await createPki([]);
+  const relay = await startRelay(pki, { connectors: [], agents: [] });
+  const address = String(relay.ready.metrics);
+  const [hostname, port] = address.split(":");
+  const attackers: Deno.Conn[] = [];
+  try {
+    // Three times the listener's 64 slots, each holding an unfinished request head.
+    for (let i = 0; i < 200; i++) {
+      const conn = await Deno.connect({ hostname, port: Number(port) });
+      await conn.write(encoder.encode("G"));
+      attackers.push(conn);
+    }
+    for (const path of ["/livez", "/healthz", "/readyz"]) {
+      for (const method of ["GET", "HEAD"]) {
+        assert.equal(await request(address, path, method), 200, `${method} ${path}`);
+      }
+    }
+    // /metrics answers under the attack too, and already shows the evictions.
+    const during = await scrape(address);
+    assert.ok(
+      metric(during, 'ztna_relay_ops_bad_requests_total{status="408"}') >= 200 - 64,
+      "evictions counted during the attack",
+    );
+    // Every attacker is closed: evicted for a newcomer, or cut off at the 5 s read timeout.
+    const closed = Promise.all(attackers.map(async (conn) => {
+      const buffer = new Uint8Array(1024);
+      while (await conn.read(buffer).catch(() => null) !== null) {
+        // An answer (408) is read and dropped; EOF or a reset ends the loop.
+      }
+    }));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((resolve) =>
+      timer = setTimeout(() => resolve("late"), 15_000)
+    );
+    const outcome = await Promise.race([closed, late]).finally(() => clearTimeout(timer));
+    assert.notEqual(outcome, "late", "every attacker closed within 15 s");
+    const after = await scrape(address);
+    assert.ok(
+      metric(after, 'ztna_relay_ops_bad_requests_total{status="408"}') >= 200,
+      "every one-byte connection counted once as a 408",
+    );
+    assert.equal(metric(after, 'ztna_relay_ops_bad_requests_total{status="503"}'), 0, "no 503");
+  } finally {
+    for (const conn of attackers) {
+      try {
+        conn.close();
+      } catch {
+        // Closed by the server.
+      }
+    }
+    await relay.stop();
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
