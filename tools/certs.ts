@@ -24,7 +24,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { join, resolve } from "node:path";
+import { isAbsolute, join, relative, resolve, sep as SEPARATOR } from "node:path";
 import {
   assertDnsName,
   assertIdentityName,
@@ -39,7 +39,7 @@ const USAGE =
   `Usage: tools/certs.ts --out DIR [--ca-dir DIR] [--client NAME ...] [--relay-name DNS ...] [--force]
 
   --out DIR          folder for ca.pem, relay.pem/relay.key and NAME.pem/NAME.key
-  --ca-dir DIR       folder for the CA's ca.pem/ca.key, kept apart from --out (default DIR-ca)
+  --ca-dir DIR       folder for the CA's ca.pem/ca.key, outside --out (default DIR-ca)
   --client NAME      a connector or agent identity (certificate CN); repeatable
   --relay-name DNS   an extra DNS name for the relay certificate (besides localhost, relay); repeatable
   --force            replace the CA and every certificate instead of reusing existing ones
@@ -90,7 +90,8 @@ const RESERVED_NAMES = new Set(["ca", "relay"]);
  *
  * @param args The arguments after the script name.
  * @returns The request, or `null` when `--help` was asked for.
- * @throws {UsageError} On unknown options, a missing `--out` or an invalid name.
+ * @throws {UsageError} On unknown options, a missing `--out`, an invalid name, or a `--ca-dir`
+ * that is `--out` or inside it.
  */
 export function parseCertsArgs(args: string[]): CertsRequest | null {
   let values;
@@ -130,8 +131,12 @@ export function parseCertsArgs(args: string[]): CertsRequest | null {
     throw new UsageError(error instanceof Error ? error.message : String(error));
   }
   const caDir = values["ca-dir"] ?? `${values.out.replace(/\/+$/, "")}-ca`;
-  if (resolve(caDir) === resolve(values.out)) {
-    throw new UsageError("--ca-dir must not be the --out folder: the CA key stays apart");
+  // Inside --out, the CA key would travel with every copy or mount of the identities' folder.
+  const fromOut = relative(resolve(values.out), resolve(caDir));
+  if (fromOut !== ".." && !fromOut.startsWith(`..${SEPARATOR}`) && !isAbsolute(fromOut)) {
+    throw new UsageError(
+      "--ca-dir must not be the --out folder or inside it: the CA key stays apart",
+    );
   }
   return { out: values.out, caDir, clients, relayNames, force: values.force ?? false };
 }

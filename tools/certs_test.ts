@@ -1,4 +1,4 @@
-import { deepEqual, equal, match, notEqual, ok } from "node:assert/strict";
+import { deepEqual, equal, match, notEqual, ok, throws } from "node:assert/strict";
 import { certificateIssuedBy } from "../shared/identity/dev_ca.ts";
 import { parseCertsArgs, UsageError } from "./certs.ts";
 
@@ -188,7 +188,7 @@ Deno.test("deno task certs writes to any folder an operator names, outside the c
       );
       ok(!/^\s+at /m.test(failed.stderr), `no stack trace: ${failed.stderr}`);
     }
-    // --ca-dir may not be the identities' folder.
+    // --ca-dir may not be the identities' folder (nor inside it: see the usage test).
     const same = await runCerts(dir, "--out", `${dir}/tls`, "--ca-dir", `${dir}/tls/`);
     equal(same.code, 2);
     match(same.stderr, /--ca-dir must not be the --out folder/);
@@ -209,6 +209,8 @@ Deno.test("certs CLI exits 2 with the usage on bad arguments", async () => {
         ["--out", dir, "--relay-name", "not a host"],
         ["--out", dir, "--bogus"],
         ["--out", dir, "positional"],
+        ["--out", `${dir}/o`, "--ca-dir", `${dir}/o/ca`],
+        ["--out", `${dir}/o`, "--ca-dir", `${dir}/x/../o/./ca`],
       ]
     ) {
       const run = await runCerts(dir, ...args);
@@ -245,4 +247,8 @@ Deno.test("parseCertsArgs() deduplicates and validates", () => {
   }
   ok(caught instanceof UsageError);
   match(caught.message, /'name' must match/);
+  // A folder whose name starts with ".." is inside --out; one beside or above it is apart.
+  throws(() => parseCertsArgs(["--out", "o", "--ca-dir", "o/..ca"]), /inside it/);
+  equal(parseCertsArgs(["--out", "o", "--ca-dir", "..ca"])?.caDir, "..ca");
+  equal(parseCertsArgs(["--out", "o/tls", "--ca-dir", "o"])?.caDir, "o");
 });
