@@ -30,14 +30,14 @@ RUN ["deno", "check", "--frozen", "relay/main.ts", "connector/main.ts", "agent/m
 # (deploy/k8s NetworkPolicy, deploy/systemd IPAddressAllow) rather than baked in here. The
 # connector lists network interfaces to bind each backend socket to the routed address.
 RUN ["deno", "compile", "--frozen", "--cached-only", "--unstable-net", "--no-prompt", \
-     "--allow-net", "--allow-env", "--allow-read=/etc/ztna,/tmp", "--allow-ffi=/tmp", \
+     "--allow-net", "--allow-env", "--allow-read=/etc/ztna,/tmp", "--allow-ffi=/tmp,/lib/x86_64-linux-gnu/libc.so.6", \
      "--output", "/out/ztna-relay", "relay/main.ts"]
 RUN ["deno", "compile", "--frozen", "--cached-only", "--unstable-net", "--no-prompt", \
-     "--allow-net", "--allow-env", "--allow-read=/etc/ztna,/tmp", "--allow-ffi=/tmp", \
+     "--allow-net", "--allow-env", "--allow-read=/etc/ztna,/tmp", "--allow-ffi=/tmp,/lib/x86_64-linux-gnu/libc.so.6", \
      "--allow-sys=networkInterfaces", \
      "--output", "/out/ztna-connector", "connector/main.ts"]
 RUN ["deno", "compile", "--frozen", "--cached-only", "--unstable-net", "--no-prompt", \
-     "--allow-net", "--allow-env", "--allow-read=/etc/ztna,/tmp", "--allow-ffi=/tmp", \
+     "--allow-net", "--allow-env", "--allow-read=/etc/ztna,/tmp", "--allow-ffi=/tmp,/lib/x86_64-linux-gnu/libc.so.6", \
      "--output", "/out/ztna-agent", "agent/main.ts"]
 
 # glibc, libgcc, ca-certificates, /etc/passwd with nonroot (65532); no shell, no package manager.

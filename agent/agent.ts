@@ -14,7 +14,12 @@ import { createBackoff } from "../shared/backoff.ts";
 import type { ControlMessage } from "../shared/protocol/control.ts";
 import type { HandlerErrorReporter, TlsMaterial } from "../shared/quic/mod.ts";
 import { type RelaySession, runRelayLink } from "../shared/relay_link.ts";
-import { openUdpSocket, type UdpSocket, type UdpTarget, udpTarget } from "../shared/udp_socket.ts";
+import {
+  openUdpSocket,
+  type UdpSocket,
+  type UdpTarget,
+  udpTarget,
+} from "../shared/quic/udp_socket.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import { startTcpForwards } from "./tcp_forward.ts";
 

@@ -196,6 +196,8 @@ export interface BenchTunnelOptions {
   reconnect?: { base_ms: number; max_ms: number };
   /** Extra `deno run` flags per component (e.g. `--inspect=127.0.0.1:0` to profile it). */
   flags?: Partial<Record<Component, string[]>>;
+  /** The UDP socket kind of all three components (config `udp.socket`; default `auto`). */
+  udpSocket?: "auto" | "batched" | "portable";
 }
 
 /** A relay, connector and agent started for a benchmark. */
@@ -205,8 +207,10 @@ export type BenchTunnel = Trio;
 export async function startBenchTunnel(options: BenchTunnelOptions): Promise<BenchTunnel> {
   const { limits = {}, extraAgents = [], flags = {} } = options;
   // Readiness is an info line, so every component logs at info.
+  const udp = { socket: options.udpSocket ?? "auto" };
   const dialer = {
     log_level: "info",
+    udp,
     ...(options.reconnect ? { reconnect: options.reconnect } : {}),
   };
   return await startTrio({
@@ -216,6 +220,7 @@ export async function startBenchTunnel(options: BenchTunnelOptions): Promise<Ben
     relay: {
       ...(options.relayListen ? { listen: options.relayListen } : {}),
       log_level: "info",
+      udp,
       limits,
     },
     connector: dialer,

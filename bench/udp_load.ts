@@ -3,7 +3,8 @@
  * datagrams of one size to a target in steps of increasing offered rate and, in echo mode,
  * counts the echoes and their round-trip times.
  *
- * Usage: `deno run --allow-net=127.0.0.1 bench/udp_load.ts '<json plan>'` where the plan is
+ * Usage: `deno run --allow-net=127.0.0.1 --allow-ffi=<libc> bench/udp_load.ts '<json plan>'`
+ * (without the libc grant it falls back to the portable socket), where the plan is
  * {@linkcode LoadPlan}. Prints JSON lines: `{"msg":"step",…}` per step, then `{"msg":"done"}`.
  *
  * Every datagram starts with `u32 step | u32 seq | f64 sent_at_ms`; the sink (or the echo
@@ -11,6 +12,8 @@
  *
  * @module
  */
+
+import { openUdpSocket, udpTarget } from "../shared/quic/udp_socket.ts";
 
 /** What the generator does. */
 export interface LoadPlan {
@@ -55,47 +58,38 @@ async function run(plan: LoadPlan): Promise<void> {
     plan.target.slice(0, plan.target.lastIndexOf(":")),
     plan.target.slice(plan.target.lastIndexOf(":") + 1),
   ];
-  const to: Deno.NetAddr = { transport: "udp", hostname: host, port: Number(portText) };
-  const conn = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  // Sends complete asynchronously: each in-flight datagram owns one buffer of this ring.
-  const ringSize = plan.size > 2048 ? 512 : 4096;
-  const ring = Array.from({ length: ringSize }, () => new Uint8Array(plan.size));
-  let ringIndex = 0;
+  const to = udpTarget(host, Number(portText));
   let currentStep = -1;
   let echoed = 0;
   let rtts: number[] = [];
-  let open = true;
-
-  const reader = (async () => {
-    const buffer = new Uint8Array(65_536);
-    while (open) {
-      let data: Uint8Array;
-      try {
-        [data] = await conn.receive(buffer);
-      } catch {
-        return;
-      }
-      if (data.length < HEADER_BYTES) continue;
+  // The product's socket layer (batched where it can run): the generator must outpace the
+  // tunnel it measures.
+  const socket = openUdpSocket({
+    host: "127.0.0.1",
+    port: 0,
+    sendBufferBytes: Math.max(2048, plan.size),
+    onPacket(data) {
+      if (data.length < HEADER_BYTES) return;
       const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-      if (view.getUint32(0) !== currentStep) continue;
+      if (view.getUint32(0) !== currentStep) return;
       echoed++;
       rtts.push(performance.now() - view.getFloat64(8));
-    }
-  })();
+    },
+  });
+  console.error(JSON.stringify({ msg: "socket", kind: socket.kind }));
+  const payload = new Uint8Array(plan.size);
+  const header = new DataView(payload.buffer);
 
-  function fill(step: number, seq: number): Uint8Array {
-    const buffer = ring[ringIndex];
-    ringIndex = (ringIndex + 1) % ringSize;
-    const view = new DataView(buffer.buffer);
-    view.setUint32(0, step);
-    view.setUint32(4, seq);
-    view.setFloat64(8, performance.now());
-    return buffer;
+  function send(step: number, seq: number): void {
+    header.setUint32(0, step);
+    header.setUint32(4, seq);
+    header.setFloat64(8, performance.now());
+    socket.send(payload, to);
   }
 
   // Warm-up (step 0xffffffff): opens the agent's flow before any measured step.
   for (let i = 0; i < plan.warmup; i++) {
-    await conn.send(fill(0xffffffff, i), to).catch(() => {});
+    send(0xffffffff, i);
     await new Promise((r) => setTimeout(r, 2));
   }
   await new Promise((r) => setTimeout(r, plan.warmup > 0 ? 300 : 0));
@@ -108,18 +102,17 @@ async function run(plan: LoadPlan): Promise<void> {
     const started = performance.now();
     const total = Math.round(rate * plan.stepMs / 1000);
     let sent = 0;
-    // Send what is due by now, await the last send of the batch (which lets the reader
-    // run), and sleep 1 ms when nothing is due: bursts of at most rate/1000 per ms.
+    // Send what is due by now (they leave together at the end of the turn), then let the
+    // reader run; sleep 1 ms when nothing is due: bursts of about rate/1000 per ms.
     while (sent < total) {
       const due = Math.min(total, Math.floor((performance.now() - started) * rate / 1000));
       if (due <= sent) {
         await new Promise((r) => setTimeout(r, 1));
         continue;
       }
-      let last: Promise<void> | null = null;
       const burstEnd = Math.min(due, sent + 256);
-      for (; sent < burstEnd; sent++) last = conn.send(fill(step, sent), to).then(() => {});
-      await last?.catch(() => {});
+      for (; sent < burstEnd; sent++) send(step, sent);
+      await new Promise((r) => setTimeout(r, 0));
     }
     const elapsed = performance.now() - started;
     await new Promise((r) => setTimeout(r, plan.settleMs));
@@ -142,9 +135,8 @@ async function run(plan: LoadPlan): Promise<void> {
     };
     console.log(JSON.stringify(result));
   }
-  open = false;
-  conn.close();
-  await reader;
+  socket.close();
+  await socket.closed;
   console.log(JSON.stringify({ msg: "done" }));
 }
 

@@ -9,6 +9,13 @@ import { spawnLogged } from "../test/harness.ts";
 import { PROJECT_ROOT } from "../tools/permissions.ts";
 import type { LoadPlan, StepResult } from "./udp_load.ts";
 import type { UdpSink } from "./udp_sink.ts";
+import { libcPath } from "../shared/quic/libc.ts";
+
+/** The generator's FFI grant: libc, for the batched socket (none where it cannot run). */
+function libcGrant(): string[] {
+  const path = libcPath();
+  return path === null ? [] : [`--allow-ffi=${path}`];
+}
 
 /** One measured step. */
 export interface SeriesStep {
@@ -67,6 +74,7 @@ export async function runSeries(options: SeriesOptions): Promise<SeriesResult> {
     "--no-prompt",
     `--config=${join(PROJECT_ROOT, "deno.json")}`,
     "--allow-net=127.0.0.1",
+    ...libcGrant(),
     join(PROJECT_ROOT, "bench", "udp_load.ts"),
     JSON.stringify(plan),
   ]);

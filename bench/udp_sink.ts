@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { openUdpSocket } from "../shared/quic/udp_socket.ts";
 import { HEADER_BYTES } from "./udp_load.ts";
 
 /** A counting (and optionally echoing) UDP backend. */
@@ -14,6 +15,8 @@ export interface UdpSink {
   count(step: number): number;
   /** Bytes received for all steps so far. */
   readonly bytes: number;
+  /** Datagrams received so far, of any size. */
+  readonly packets: number;
   /** Whether received datagrams are sent back. */
   echo: boolean;
   /** Forgets the per-step counts (before a new series, whose steps start at 0 again). */
@@ -21,51 +24,43 @@ export interface UdpSink {
   close(): Promise<void>;
 }
 
-/** Binds a sink on 127.0.0.1 (ephemeral port). */
+/**
+ * Binds a sink on 127.0.0.1 (ephemeral port), on the product's socket layer (batched where
+ * it can run), so that the sink is never what limits a measurement.
+ */
 export function startUdpSink(echo = false): UdpSink {
-  const conn = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
   const counts = new Map<number, number>();
-  const buffer = new Uint8Array(65_536);
-  // An echo owns its buffer until the send completes.
-  const ring = Array.from({ length: 2048 }, () => new Uint8Array(9000));
-  let ringIndex = 0;
   let bytes = 0;
-  let open = true;
-  const sink: UdpSink = {
-    port: (conn.addr as Deno.NetAddr).port,
-    count: (step) => counts.get(step) ?? 0,
-    get bytes() {
-      return bytes;
-    },
-    echo,
-    reset: () => counts.clear(),
-    async close() {
-      open = false;
-      conn.close();
-      await loop;
-    },
-  };
-  const loop = (async () => {
-    while (open) {
-      let data: Uint8Array;
-      let from: Deno.Addr;
-      try {
-        [data, from] = await conn.receive(buffer);
-      } catch {
-        return;
-      }
+  let packets = 0;
+  const socket = openUdpSocket({
+    host: "127.0.0.1",
+    port: 0,
+    sendBufferBytes: 9000,
+    onPacket(data, from) {
       bytes += data.length;
+      packets++;
       if (data.length >= HEADER_BYTES) {
         const step = new DataView(data.buffer, data.byteOffset).getUint32(0);
         counts.set(step, (counts.get(step) ?? 0) + 1);
       }
-      if (sink.echo) {
-        const out = data.length <= 9000 ? ring[ringIndex] : new Uint8Array(data.length);
-        ringIndex = (ringIndex + 1) % ring.length;
-        out.set(data);
-        conn.send(out.subarray(0, data.length), from).catch(() => {});
-      }
-    }
-  })();
+      if (sink.echo) socket.send(data, from);
+    },
+  });
+  const sink: UdpSink = {
+    port: socket.addr.port,
+    count: (step) => counts.get(step) ?? 0,
+    get bytes() {
+      return bytes;
+    },
+    get packets() {
+      return packets;
+    },
+    echo,
+    reset: () => counts.clear(),
+    async close() {
+      socket.close();
+      await socket.closed;
+    },
+  };
   return sink;
 }

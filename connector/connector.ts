@@ -16,7 +16,12 @@ import { type RelaySession, runRelayLink } from "../shared/relay_link.ts";
 import { runRelayPool } from "../shared/relay_pool.ts";
 import { resolveAll } from "../shared/resolve_host.ts";
 import { netPermitted } from "../shared/sandbox.ts";
-import { openUdpSocket, type UdpSocket, type UdpTarget, udpTarget } from "../shared/udp_socket.ts";
+import {
+  openUdpSocket,
+  type UdpSocket,
+  type UdpTarget,
+  udpTarget,
+} from "../shared/quic/udp_socket.ts";
 import { backendBindAddress, type BindChoice } from "./bind_address.ts";
 import { createFlowLimits, type FlowLimit, isOutOfFiles } from "./flow_limits.ts";
 import type { ConnectorMetrics } from "./metrics.ts";

@@ -13,6 +13,7 @@ import { handleSignals } from "./lifecycle.ts";
 import { createLogger, type Logger, type LogLevel } from "./log.ts";
 import type { TlsMaterial } from "./quic/mod.ts";
 import { checkSandbox } from "./sandbox.ts";
+import { configureUdpSockets, type UdpSocketKind } from "./quic/udp_socket.ts";
 import { addressKey, BIND_FAILED_EXIT, BindError } from "./bind_error.ts";
 
 /** What every component config has that the start-up sequence reads. */
@@ -23,6 +24,7 @@ export interface BaseConfig {
   strict_sandbox: boolean;
   drain_ms: number;
   shutdown_timeout_ms: number;
+  udp: { socket: "auto" | UdpSocketKind; buffer_bytes: number };
 }
 
 /** What the start-up sequence needs from a running component. */
@@ -71,8 +73,10 @@ export function runComponent<C extends BaseConfig, I extends ComponentInstance>(
     logger,
     strict: config.strict_sandbox,
     unscopedNet: spec.unscopedNet,
+    libcNeeded: config.udp.socket !== "portable",
     writeProbes: [config.tls.cert, config.tls.key, config.tls.ca].filter((p) => p !== undefined),
   });
+  chooseUdpSockets(component, config.udp, logger);
   const tls = readTlsOrExit(component, config.tls);
   let ops: ComponentOps;
   let instance: I;
@@ -136,4 +140,25 @@ function exitOnUncaughtError(logger: Logger): void {
     event.preventDefault();
     exit("unhandled rejection", event.reason);
   });
+}
+
+/**
+ * Sets the process's UDP socket kind from `udp` and logs it; `batched` demanded where it
+ * cannot run is a config error (exit 2), like any other.
+ */
+function chooseUdpSockets(
+  component: string,
+  udp: BaseConfig["udp"],
+  logger: Logger,
+): void {
+  try {
+    const choice = configureUdpSockets(
+      { kind: udp.socket, bufferBytes: udp.buffer_bytes },
+      (message, fields) => logger.warn(message, fields),
+    );
+    logger.info("udp sockets", { ...choice, buffer_bytes: udp.buffer_bytes });
+  } catch (error) {
+    console.error(`ztna ${component}: config field udp.socket: ${(error as Error).message}`);
+    Deno.exit(2);
+  }
 }

@@ -13,6 +13,7 @@
 import { dirname } from "node:path";
 import { formatHostPort } from "./config/address.ts";
 import type { Logger } from "./log.ts";
+import { libcPath } from "./quic/libc.ts";
 
 /** A permission this process holds that its config does not need. */
 export type ExcessPermission =
@@ -32,6 +33,13 @@ export interface SandboxCheckOptions {
    * peers from anywhere.
    */
   unscopedNet: boolean;
+  /**
+   * Whether the process may call libc through FFI (the batched UDP socket): false when the
+   * config asks for the portable socket, so a grant for it is excess.
+   *
+   * @default {true}
+   */
+  libcNeeded?: boolean;
   /**
    * Paths whose write access is looked for (write access cannot be listed, only probed):
    * the config file, certificates and their folders are where an attacker would write.
@@ -68,7 +76,7 @@ const denoGranted = (descriptor: Deno.PermissionDescriptor): boolean =>
  * @returns The excess permissions; empty when the sandbox is as narrow as derived.
  */
 export function excessPermissions(options: SandboxCheckOptions): ExcessPermission[] {
-  const { unscopedNet, writeProbes = [], granted = denoGranted } = options;
+  const { unscopedNet, writeProbes = [], granted = denoGranted, libcNeeded = true } = options;
   const excess: ExcessPermission[] = [];
   if (!unscopedNet && granted({ name: "net" })) excess.push("net");
   if (granted({ name: "read" })) excess.push("read");
@@ -88,7 +96,13 @@ export function excessPermissions(options: SandboxCheckOptions): ExcessPermissio
   }
   if (granted({ name: "run" })) excess.push("run");
   if (granted({ name: "env" })) excess.push("env");
-  if (granted({ name: "ffi" })) excess.push("ffi");
+  const libc = libcPath();
+  if (
+    granted({ name: "ffi" }) ||
+    (!libcNeeded && libc !== null && granted({ name: "ffi", path: libc }))
+  ) {
+    excess.push("ffi");
+  }
   if (granted({ name: "sys" })) excess.push("sys");
   if (granted({ name: "import" })) excess.push("import");
   return excess;

@@ -8,7 +8,7 @@
  * @module
  */
 import { parseHostPort } from "../shared/config/address.ts";
-import { openUdpSocket, udpTarget } from "../shared/udp_socket.ts";
+import { openUdpSocket, udpTarget } from "../shared/quic/udp_socket.ts";
 
 /** Echoes `conn` back to itself, then half-closes after the client's FIN. */
 async function echoConnection(conn: Deno.TcpConn): Promise<void> {

@@ -23,6 +23,7 @@ import {
   relayConfigSchema,
 } from "../shared/config/mod.ts";
 import { isIpLiteral } from "../shared/resolve_host.ts";
+import { libcPath } from "../shared/quic/libc.ts";
 import { backendBindAddress, type InterfaceInfo } from "../connector/bind_address.ts";
 
 /** The three components. */
@@ -57,6 +58,15 @@ export function quicAddonDir(root: string = PROJECT_ROOT): string {
     // No node_modules yet (first run): the broader scope still loads the addon.
   }
   return join(root, "node_modules");
+}
+
+/**
+ * The libc the batched UDP socket calls (shared/quic/libc.ts), unless the config asks for the
+ * portable socket or the host has no batched socket: exactly that file, nothing more of FFI.
+ */
+function udpLibc(config: ComponentConfig): string[] {
+  const path = config.udp.socket === "portable" ? null : libcPath();
+  return path === null ? [] : [path];
 }
 
 // A dialing socket binds the unspecified address of the peer's family.
@@ -97,7 +107,7 @@ export function permissionFlags(
   const flags = [
     `--allow-read=${[...new Set(reads)].join(",")}`,
     `--allow-env=${[...new Set(envNames)].join(",")}`,
-    `--allow-ffi=${quicAddonDir()}`,
+    `--allow-ffi=${[quicAddonDir(), ...udpLibc(config)].join(",")}`,
   ];
   const net = new Set<string>();
   // Deno checks the literal address a socket sends to, so a relay's name is granted as itself

@@ -96,6 +96,23 @@ export const sandboxFields = {
   strict_sandbox: z.boolean().prefault(false),
 };
 
+/** Zod shape: the UDP socket layer every component has. */
+export const udpFields = {
+  udp: z.object({
+    /**
+     * `batched` moves datagrams in batches through libc (`recvmmsg`/`sendmmsg`, GSO; Linux,
+     * needs `--allow-ffi` for libc), `portable` one Deno op per datagram; `auto` picks
+     * `batched` where it can run and logs the choice.
+     */
+    socket: z.enum(["auto", "batched", "portable"]).prefault("auto"),
+    /**
+     * Receive and send buffer size asked of the kernel per socket (batched sockets), capped
+     * by `net.core.rmem_max`/`wmem_max` unless the process may force it (CAP_NET_ADMIN).
+     */
+    buffer_bytes: z.number().int().min(65_536).max(1_073_741_824).prefault(4_194_304),
+  }).strict().prefault({}),
+};
+
 /** Zod shape: the fields of a dialing peer (connector, agent) that the relay does not have. */
 export const dialerFields = {
   /** Relays to dial (a connector keeps a connection to each, an agent uses one at a time). */
@@ -130,6 +147,7 @@ export function dialerConfigSchema<T extends z.ZodRawShape>(fields: T) {
     ...fields,
     log_level: logLevelSchema,
     ...lifecycleFields,
+    ...udpFields,
     ...dialerFields,
     ...dialerAuthFields,
     ...sandboxFields,

@@ -17,6 +17,8 @@ Deno.test("configLeaves()", async (t) => {
       ["idle_timeout_ms", "ZTNA_IDLE_TIMEOUT_MS", "number", false],
       ["drain_ms", "ZTNA_DRAIN_MS", "number", false],
       ["shutdown_timeout_ms", "ZTNA_SHUTDOWN_TIMEOUT_MS", "number", false],
+      ["udp.socket", "ZTNA_UDP_SOCKET", "string", false],
+      ["udp.buffer_bytes", "ZTNA_UDP_BUFFER_BYTES", "number", false],
       ["strict_sandbox", "ZTNA_STRICT_SANDBOX", "boolean", false],
       ["auth", "ZTNA_AUTH", "string", false],
       ["tokens", "ZTNA_TOKENS", "json", false],

@@ -12,6 +12,7 @@ import {
   relayTlsSchema,
   sandboxFields,
   serviceNameSchema,
+  udpFields,
 } from "./common.ts";
 import { tokensSchema } from "./tokens.ts";
 
@@ -46,6 +47,7 @@ export const relayConfigSchema = z.object({
   ).prefault({}),
   log_level: logLevelSchema,
   ...lifecycleFields,
+  ...udpFields,
   ...sandboxFields,
   /**
    * How connectors and agents authenticate: `mtls` (client certificate, identity = its CN),

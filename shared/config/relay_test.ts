@@ -14,6 +14,7 @@ Deno.test("relayConfigSchema", async (t) => {
       idle_timeout_ms: 30000,
       drain_ms: 3000,
       shutdown_timeout_ms: 10000,
+      udp: { socket: "auto", buffer_bytes: 4_194_304 },
       strict_sandbox: false,
       auth: "mtls",
       tokens: {},

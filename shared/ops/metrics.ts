@@ -11,6 +11,7 @@
 
 import process from "node:process";
 import { Counter, Gauge, Registry } from "prom-client";
+import { registerUdpMetrics } from "./udp_metrics.ts";
 import { VERSION } from "./version.ts";
 
 /** Options for {@linkcode createMetricsRegistry}. */
@@ -32,7 +33,8 @@ const PREFIX = /^[a-zA-Z_:][a-zA-Z0-9_:]*_$/;
  * `process_cpu_system_seconds_total`, `process_cpu_seconds_total`,
  * `nodejs_eventloop_lag_seconds` (latest sample), `nodejs_eventloop_lag_max_seconds` (largest
  * since the previous scrape) and `ztna_build_info{version,component}` = 1, where `component` is
- * the prefix without `ztna_` and the trailing `_` (so "ztna_relay_" gives "relay").
+ * the prefix without `ztna_` and the trailing `_` (so "ztna_relay_" gives "relay"), plus the
+ * UDP socket layer's `<prefix>udp_*` (see `udp_metrics.ts`).
  *
  * The component registers its own metrics on the returned registry under `prefix`. The lag
  * sampler is an unref'd interval (it never keeps the process alive); `registry.clear()` stops
@@ -113,6 +115,7 @@ export function createMetricsRegistry(
   }).set(Math.round(performance.timeOrigin) / 1000);
 
   registerCpuCounters(registers);
+  registerUdpMetrics(registry, prefix);
   const stopSampler = registerEventLoopLag(registers, lagSampleIntervalMs);
 
   new Gauge({

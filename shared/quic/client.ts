@@ -17,7 +17,7 @@ import {
   type TlsMaterial,
   type TransportOptions,
 } from "./tls_config.ts";
-import { openUdpSocket } from "../udp_socket.ts";
+import { openUdpSocket } from "./udp_socket.ts";
 
 /** Options for {@linkcode connectQuic}. */
 export interface QuicClientOptions extends TransportOptions {

@@ -15,7 +15,7 @@ import {
   type NativeConnection,
   quiche,
 } from "./native.ts";
-import type { UdpSocket, UdpTarget } from "../udp_socket.ts";
+import type { UdpSocket, UdpTarget } from "./udp_socket.ts";
 
 /** Why a connection ended, from either side. */
 export interface ConnectionError {
@@ -268,10 +268,7 @@ export function createConnectionState(
   };
   const id = `c${(nextConnectionNumber++).toString(36)}`;
   const scheduleFlush = () => {
-    if (state.flushQueued || state.finished) return;
-    state.flushQueued = true;
-    // One flush per turn batches all writes the application made in it.
-    queueMicrotask(state.flushNow);
+    if (!state.finished) queueFlush(state);
   };
   (state as { api: QuicConnection }).api = {
     id,
@@ -419,10 +416,18 @@ function handlerFailed(state: ConnectionState, error: unknown, where: string): v
     // Already closing.
   }
   // Flushed outside the failed handler: the close goes out even if flushing is what threw.
-  if (!state.flushQueued) {
-    state.flushQueued = true;
-    queueMicrotask(state.flushNow);
-  }
+  queueFlush(state);
+}
+
+/**
+ * Flushes the connection at the end of this event-loop turn (once, however often asked): one
+ * flush carries everything the application wrote in the turn and the ACKs for every packet a
+ * receive batch brought, and small DATAGRAM frames written in one turn share packets.
+ */
+function queueFlush(state: ConnectionState): void {
+  if (state.flushQueued) return;
+  state.flushQueued = true;
+  queueMicrotask(state.flushNow);
 }
 
 /**
@@ -456,17 +461,20 @@ export function receivePacket(
 
 function afterPacket(state: ConnectionState): void {
   dispatchEvents(state);
-  if (state.wasEstablished) deferFlush(state);
-  else flushConnection(state);
+  if (!state.wasEstablished) flushConnection(state);
+  else if (state.socket.batchesReceives) queueFlush(state);
+  else deferFlush(state);
 }
 
 /**
  * After the handshake, what a received packet makes quiche send is mostly an ACK, and
  * quiche answers every ack-eliciting packet with one when flushed at once: a packet sent
- * and received (two syscalls, an encrypt and a decrypt) per datagram per hop. Deferring
- * that flush to the next event-loop turn lets the packets that arrive meanwhile share one
- * ACK; anything the application writes in this turn still goes out in this turn (its
- * microtask flush carries the ACK too). The delay is far below quiche's max_ack_delay.
+ * and received (two syscalls, an encrypt and a decrypt) per datagram per hop. A batched
+ * socket delivers many packets in one turn, so the turn's flush answers them all. The
+ * portable socket delivers one per turn: there the flush waits for the next turn, so the
+ * packets that arrive meanwhile share one ACK; anything the application writes in this turn
+ * still goes out in this turn (its microtask flush carries the ACK too). The delay is far
+ * below quiche's max_ack_delay.
  */
 function deferFlush(state: ConnectionState): void {
   if (state.ackTimer !== undefined || state.flushQueued || state.finished) return;
@@ -600,28 +608,24 @@ export function flushConnection(state: ConnectionState): void {
   }
   const { native, socket } = state;
   let target = state.target;
-  const pool = socket.pool;
   for (;;) {
-    const buffer = pool.acquire();
+    // quiche writes each packet straight into the socket's outgoing batch.
+    const buffer = socket.sendBuffer();
     let written: ReturnType<NativeConnection["send"]>;
     try {
       written = native.send(buffer);
-    } catch (error) {
-      pool.release(buffer);
-      if (isDone(error)) break;
-      // A send error means quiche closed the connection itself; the close check below ends it.
+    } catch {
+      // Done, or a send error: quiche then closed the connection itself, and the close
+      // check below ends it.
       break;
     }
-    if (written === null) {
-      pool.release(buffer);
-      break;
-    }
+    if (written === null) break;
     const to = written[1].to;
     // quiche names the path: after a validated NAT rebinding it is the peer's new address.
     if (to.port !== target.port || to.host !== target.hostname) {
       state.target = target = { transport: "udp", hostname: to.host, port: to.port };
     }
-    socket.sendOwned(buffer, written[0], target);
+    socket.commit(written[0], target);
   }
   if (native.isClosed()) {
     finishConnection(state);

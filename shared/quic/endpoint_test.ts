@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createCa, createClientCertificate, createRelayCertificate } from "../identity/dev_ca.ts";
 import { identityFromCertificate } from "../identity/peer_identity.ts";
-import { openUdpSocket, udpTarget } from "../udp_socket.ts";
+import { openUdpSocket, udpTarget } from "./udp_socket.ts";
 import {
   CloseCode,
   type CloseInfo,

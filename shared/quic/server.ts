@@ -32,7 +32,7 @@ import {
   type TransportOptions,
 } from "./tls_config.ts";
 import { createTokenBucket } from "../token_bucket.ts";
-import { openUdpSocket, type UdpSocket, udpTarget } from "../udp_socket.ts";
+import { openUdpSocket, type UdpSocket, udpTarget } from "./udp_socket.ts";
 
 /** Why the server dropped a packet without feeding it to a connection. */
 export type PacketDropReason =
