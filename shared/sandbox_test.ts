@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { libcPath } from "./quic/libc.ts";
 import { createLogger } from "./log.ts";
 import { checkSandbox, excessPermissions, netPermitted } from "./sandbox.ts";
 
@@ -14,6 +15,18 @@ Deno.test("excessPermissions: a scoped write grant is found by probing", () => {
   assert.deepEqual(
     excessPermissions({ unscopedNet: false, writeProbes: ["/etc/ztna/relay.pem"], granted }),
     ["write"],
+  );
+});
+
+Deno.test("excessPermissions: a libc grant is excess only when the portable socket is configured", () => {
+  const libc = libcPath();
+  if (libc === null) return; // No batched socket on this host, so no libc grant to judge.
+  const libcOnly = (d: Deno.PermissionDescriptor) =>
+    d.name === "ffi" && (d as Deno.FfiPermissionDescriptor).path === libc;
+  assert.deepEqual(excessPermissions({ unscopedNet: true, granted: libcOnly }), []);
+  assert.deepEqual(
+    excessPermissions({ unscopedNet: true, granted: libcOnly, libcNeeded: false }),
+    ["ffi"],
   );
 });
 

@@ -7,7 +7,7 @@ import {
   udpTarget,
 } from "./udp_socket.ts";
 import { createSockaddrDecoder, encodeSockaddr } from "./socket_address.ts";
-import { AF_INET, AF_INET6 } from "./libc.ts";
+import { AF_INET, AF_INET6, libcPath } from "./libc.ts";
 
 /** Waits (bounded) until `check` holds. */
 async function until(what: string, check: () => boolean, ms = 5000): Promise<void> {
@@ -156,6 +156,39 @@ Deno.test("udp socket (batched): closing hands queued datagrams to the kernel fi
     assert.deepEqual(received, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
   } finally {
     receiver.close();
+  }
+});
+
+Deno.test("udp socket (batched): a destination outside --allow-net is refused as Deno would", async () => {
+  const libc = libcPath();
+  if (libc === null) return; // The portable socket leaves this check to Deno itself.
+  const got: string[] = [];
+  const a = openUdpSocket({ host: "127.0.0.1", port: 0, onPacket: () => void got.push("a") });
+  const d = openUdpSocket({ host: "127.0.0.1", port: 0, onPacket: () => void got.push("d") });
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--no-prompt",
+        `--allow-net=127.0.0.1:0,127.0.0.1:${a.addr.port}`,
+        `--allow-ffi=${libc}`,
+        new URL("./testdata/net_scope.ts", import.meta.url).pathname,
+        String(a.addr.port),
+        String(d.addr.port),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(30_000),
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const result = JSON.parse(new TextDecoder().decode(out.stdout));
+    assert.deepEqual(result, { kind: "batched", errors: ["NotCapable"] });
+    await until("the allowed datagram", () => got.includes("a"));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(got, ["a"], "nothing reached the port the sandbox does not grant");
+  } finally {
+    a.close();
+    d.close();
   }
 });
 
