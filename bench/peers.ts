@@ -2,12 +2,23 @@
  * `deno task bench:peers`: the UDP and QUIC peers the tunnel is compared with, measured in
  * the same run as the other benches: iperf3 UDP straight over loopback (the kernel limit,
  * 1200 B datagrams, unlimited rate), an nginx `stream` UDP proxy with the same generator and
- * sink as `bench:udp` (1200 B, one way), and `@matrixai/quic`'s high-level stream echo.
+ * sink as `bench:udp` (1200 B, one way), the tunnel itself on both UDP socket kinds against
+ * the same sink (so its ratio to nginx comes from one run), and `@matrixai/quic`'s high-level
+ * stream echo.
  * (TCP peers, iperf3 direct, nginx TCP and stunnel4, are in `bench:tcp`.)
  *
  * @module
  */
-import { freePort, progress, runPeer, sleep, startPeer, writeResult } from "./bench_util.ts";
+import {
+  freePort,
+  listenPort,
+  progress,
+  runPeer,
+  sleep,
+  startBenchTunnel,
+  startPeer,
+  writeResult,
+} from "./bench_util.ts";
 import { startNginxStream } from "./nginx_stream.ts";
 import { measureMatrixaiStreamEcho } from "./quic_peer.ts";
 import { startUdpSink } from "./udp_sink.ts";
@@ -67,6 +78,39 @@ const result: Record<string, unknown> = {};
     progress(`nginx udp 1200 B one way: max ${series.maxRate}/s`);
   } finally {
     await nginx.stop();
+    await sink.close();
+  }
+}
+
+// The tunnel in the same run, on each socket kind, so the ratio to nginx comes from one run.
+{
+  const sink = startUdpSink();
+  try {
+    for (const kind of ["portable", "batched"] as const) {
+      const tunnel = await startBenchTunnel({
+        services: { sink: [`udp://127.0.0.1:${sink.port}`] },
+        forwards: [{ listen: "udp://127.0.0.1:0", service: "sink" }],
+        udpSocket: kind,
+      });
+      try {
+        const series = await runSeries({
+          target: `127.0.0.1:${listenPort(tunnel.listen[0])}`,
+          size: 1200,
+          rates: ratesFor(1200),
+          echo: false,
+          sink,
+        });
+        const nginx = (result.nginx_udp_oneway_1200 as { maxRate: number }).maxRate;
+        result[`ztna_${kind}_udp_oneway_1200`] = {
+          ...series,
+          ratio_to_nginx: nginx > 0 ? Number((series.maxRate / nginx).toFixed(2)) : null,
+        };
+        progress(`ztna (${kind}) udp 1200 B one way: max ${series.maxRate}/s (nginx ${nginx}/s)`);
+      } finally {
+        await tunnel.stop();
+      }
+    }
+  } finally {
     await sink.close();
   }
 }
