@@ -156,6 +156,22 @@ Deno.test("quic endpoint: datagrams both ways, every size up to the writable lim
   await h.shutdown();
 });
 
+Deno.test("quic endpoint: small datagrams written in one turn share packets", async () => {
+  const h = startPair();
+  const received: Uint8Array[] = [];
+  h.client.setHandlers({ onDatagram: (d) => received.push(d.slice()) });
+  await waitFor("established", () => h.client.established);
+  // Let the handshake's last ACKs settle, so the count below is the datagrams' own packets.
+  await new Promise((r) => setTimeout(r, 100));
+  const before = h.client.stats().sent;
+  for (let i = 0; i < 40; i++) assert.ok(h.client.sendDatagram(new Uint8Array(20).fill(i)));
+  await waitFor("echoes", () => received.length === 40);
+  // 40 frames of 20 B fit two or three packets; one packet each would be 40.
+  const packets = h.client.stats().sent - before;
+  assert.ok(packets <= 10, `packets for 40 small datagrams: ${packets}`);
+  await h.shutdown();
+});
+
 Deno.test("quic endpoint: bidirectional stream echo of 1 MiB with FIN", async () => {
   const h = startPair();
   await waitFor("established", () => h.client.established);
