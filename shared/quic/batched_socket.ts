@@ -75,14 +75,25 @@ interface Region {
   bytes: Uint8Array;
   view: DataView;
   /** Address of `bytes[0]`. */
-  base: bigint;
+  base: number;
 }
 
 function region(size: number): Region {
   const libc = openLibc();
   if (!libc.ok) throw new Error(libc.reason);
   const bytes = new Uint8Array(size);
-  return { bytes, view: new DataView(bytes.buffer), base: libc.addressOf(bytes) };
+  return { bytes, view: new DataView(bytes.buffer), base: Number(libc.addressOf(bytes)) };
+}
+
+const TWO_32 = 2 ** 32;
+
+/**
+ * Writes a 64-bit little-endian word from a Number: addresses and sizes here are below 2^53,
+ * and two 32-bit writes avoid a BigInt allocation per field on the per-datagram path.
+ */
+function setWord(view: DataView, at: number, value: number): void {
+  view.setUint32(at, value % TWO_32, true);
+  view.setUint32(at + 4, Math.floor(value / TWO_32), true);
 }
 
 interface ReceiveMemory {
@@ -110,16 +121,16 @@ function receiveArena(): ReceiveMemory {
   };
   for (let i = 0; i < RECEIVE_BATCH; i++) {
     const iov = i * IOVEC_BYTES;
-    memory.iov.view.setBigUint64(iov, memory.data.base + BigInt(i * RECEIVE_SLOT), true);
-    memory.iov.view.setBigUint64(iov + 8, BigInt(RECEIVE_SLOT), true);
+    setWord(memory.iov.view, iov, memory.data.base + i * RECEIVE_SLOT);
+    setWord(memory.iov.view, iov + 8, RECEIVE_SLOT);
     const m = i * MMSGHDR.bytes;
     const v = memory.vec.view;
-    v.setBigUint64(m + MMSGHDR.name, memory.names.base + BigInt(i * SOCKADDR_BYTES), true);
+    setWord(v, m + MMSGHDR.name, memory.names.base + i * SOCKADDR_BYTES);
     v.setUint32(m + MMSGHDR.namelen, SOCKADDR_BYTES, true);
-    v.setBigUint64(m + MMSGHDR.iov, memory.iov.base + BigInt(iov), true);
-    v.setBigUint64(m + MMSGHDR.iovlen, 1n, true);
-    v.setBigUint64(m + MMSGHDR.control, memory.control.base + BigInt(i * CMSG_SPACE_U32), true);
-    v.setBigUint64(m + MMSGHDR.controllen, BigInt(CMSG_SPACE_U32), true);
+    setWord(v, m + MMSGHDR.iov, memory.iov.base + iov);
+    setWord(v, m + MMSGHDR.iovlen, 1);
+    setWord(v, m + MMSGHDR.control, memory.control.base + i * CMSG_SPACE_U32);
+    setWord(v, m + MMSGHDR.controllen, CMSG_SPACE_U32);
   }
   receiveMemory = memory;
   return memory;
@@ -162,7 +173,12 @@ function sendArena(): SendMemory {
   };
   for (let i = 0; i < SEND_QUEUE; i++) {
     const c = i * CMSG_SPACE_U16;
-    memory.control.view.setBigUint64(c + CMSG.len, BigInt(CMSG_LEN_U16), true);
+    setWord(memory.control.view, c + CMSG.len, CMSG_LEN_U16);
+    // Message i always names address slot i and iovec i; only their contents change.
+    const m = i * MMSGHDR.bytes;
+    setWord(memory.vec.view, m + MMSGHDR.name, memory.names.base + i * SOCKADDR_BYTES);
+    setWord(memory.vec.view, m + MMSGHDR.iov, memory.iov.base + i * IOVEC_BYTES);
+    setWord(memory.vec.view, m + MMSGHDR.iovlen, 1);
     memory.control.view.setInt32(c + CMSG.level, SOL_UDP, true);
     memory.control.view.setInt32(c + CMSG.type, UDP_SEGMENT, true);
   }
@@ -301,21 +317,18 @@ function sendRun(
       }
     }
     names.bytes.set(target.sockaddr.subarray(0, target.length), k * SOCKADDR_BYTES);
-    iov.view.setBigUint64(k * IOVEC_BYTES, data.base + BigInt(head.offset), true);
-    iov.view.setBigUint64(k * IOVEC_BYTES + 8, BigInt(bytes), true);
+    setWord(iov.view, k * IOVEC_BYTES, data.base + head.offset);
+    setWord(iov.view, k * IOVEC_BYTES + 8, bytes);
     const m = k * MMSGHDR.bytes;
-    vec.view.setBigUint64(m + MMSGHDR.name, names.base + BigInt(k * SOCKADDR_BYTES), true);
     vec.view.setUint32(m + MMSGHDR.namelen, target.length, true);
-    vec.view.setBigUint64(m + MMSGHDR.iov, iov.base + BigInt(k * IOVEC_BYTES), true);
-    vec.view.setBigUint64(m + MMSGHDR.iovlen, 1n, true);
     if (j - i > 1) {
       const c = k * CMSG_SPACE_U16;
       control.view.setUint16(c + CMSG.data, head.length, true);
-      vec.view.setBigUint64(m + MMSGHDR.control, control.base + BigInt(c), true);
-      vec.view.setBigUint64(m + MMSGHDR.controllen, BigInt(CMSG_SPACE_U16), true);
+      setWord(vec.view, m + MMSGHDR.control, control.base + c);
+      setWord(vec.view, m + MMSGHDR.controllen, CMSG_SPACE_U16);
     } else {
-      vec.view.setBigUint64(m + MMSGHDR.control, 0n, true);
-      vec.view.setBigUint64(m + MMSGHDR.controllen, 0n, true);
+      setWord(vec.view, m + MMSGHDR.control, 0);
+      setWord(vec.view, m + MMSGHDR.controllen, 0);
     }
     first.push(i);
     segments.push(j - i);
@@ -508,7 +521,7 @@ export function openBatchedSocket(
       for (let i = 0; i < n; i++) {
         const m = i * MMSGHDR.bytes;
         vec.view.setUint32(m + MMSGHDR.namelen, SOCKADDR_BYTES, true);
-        vec.view.setBigUint64(m + MMSGHDR.controllen, BigInt(CMSG_SPACE_U32), true);
+        setWord(vec.view, m + MMSGHDR.controllen, CMSG_SPACE_U32);
       }
       if (n < RECEIVE_BATCH) return;
     }
@@ -516,9 +529,7 @@ export function openBatchedSocket(
 
   /** Reads the kernel's drop count from datagram `i`'s control message, when there is one. */
   function readOverflow(memory: ReceiveMemory, i: number): void {
-    const controlLength = Number(
-      memory.vec.view.getBigUint64(i * MMSGHDR.bytes + MMSGHDR.controllen, true),
-    );
+    const controlLength = memory.vec.view.getUint32(i * MMSGHDR.bytes + MMSGHDR.controllen, true);
     if (controlLength < CMSG_LEN_U32) return;
     const c = i * CMSG_SPACE_U32;
     const view = memory.control.view;
