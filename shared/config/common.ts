@@ -46,7 +46,8 @@ export const clientTlsSchema = relayTlsSchema.extend({
   key: z.string().min(1).optional().describe("PEM file: the private key of `tls.cert`."),
   ca: z.string().min(1).describe("PEM file: the CA bundle the relay's certificate must chain to."),
   server_name: z.string().min(1).prefault("localhost").describe(
-    "Name verified on the relay's certificate (a SAN of it).",
+    "DNS name verified on the relay's certificate (a SAN of it); BoringSSL does not check IP " +
+      "SANs, so use a DNS name.",
   ),
 }).strict().refine((tls) => (tls.cert === undefined) === (tls.key === undefined), {
   error: "tls.cert and tls.key go together: set both or neither",
@@ -89,7 +90,8 @@ const nonNegativeMs = z.number().int().nonnegative();
 /** Zod shape: lifecycle timings (ms) every component has. */
 export const lifecycleFields = {
   idle_timeout_ms: positiveMs.prefault(30_000).describe(
-    "QUIC idle timeout (ms): a peer connection that is silent this long is closed.",
+    "QUIC idle timeout (ms): a peer connection that is silent this long is closed; " +
+      "connectors and agents ping at a third of it.",
   ),
   drain_ms: nonNegativeMs.prefault(3_000).describe(
     "Time (ms) flows get to finish after SIGTERM/SIGINT, while readiness reports 503.",
