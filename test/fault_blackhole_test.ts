@@ -24,27 +24,32 @@ Deno.test("fault: 10 s black-hole of the relay path; idle timeout detects it, li
     };
     const lastBefore = stream.lastEchoed;
 
-    const start = performance.now();
     tunnel.agentProxy!.blackhole(BLACKHOLE_MS);
     tunnel.connectorProxy!.blackhole(BLACKHOLE_MS);
-    const lost = (proc: typeof tunnel.agent) =>
-      proc.waitForLog((l) => l.msg === "relay session lost", BLACKHOLE_MS);
+    // Detection comes from the idle timeout (keepalives stop being answered), not a signal:
+    // each side logs the loss with reason "idle timeout" while the path is still cut. The
+    // wait is a hang guard as long as the black-hole itself.
+    const lost = async (proc: typeof tunnel.agent) => {
+      const line = await proc.waitForLog((l) => l.msg === "relay session lost", BLACKHOLE_MS);
+      return { reason: line.reason, duringBlackhole: tunnel.agentProxy!.blackholed };
+    };
     const [agentLost, connectorLost] = await Promise.all([
-      lost(tunnel.agent).then(() => performance.now() - start),
-      lost(tunnel.connector).then(() => performance.now() - start),
+      lost(tunnel.agent),
+      lost(tunnel.connector),
     ]);
     const agentReady = await fetch(`http://${tunnel.agent.ready.metrics}/readyz`);
     await agentReady.body?.cancel();
     assert.equal(agentReady.status, 503, "the agent reports not ready while cut off");
 
-    const back = start + BLACKHOLE_MS;
-    await new Promise((r) => setTimeout(r, Math.max(0, back - performance.now())));
+    await waitFor("the path to return", () => !tunnel.agentProxy!.blackholed, BLACKHOLE_MS + 5000);
     const resumed = await waitFor(
       "echoes after the path returns",
       () => stream.lastEchoed > lastBefore + 10 && performance.now(),
       20_000,
     );
-    await new Promise((r) => setTimeout(r, 1000)); // the resumed flow keeps running
+    // The resumed flow keeps running: 50 more echoes come back.
+    const echoedAtResume = stream.lastEchoed;
+    await waitFor("the resumed flow to run on", () => stream.lastEchoed >= echoedAtResume + 50);
     const report = await stream.stop(300);
     const sentAfter = report.sentAt.filter((t) => t > resumed).length;
     const echoedAfter = [...report.echoedAt.keys()].filter((seq) => report.sentAt[seq] > resumed)
@@ -61,26 +66,19 @@ Deno.test("fault: 10 s black-hole of the relay path; idle timeout detects it, li
     const accepted = delta("relay", 'ztna_relay_connections_accepted_total{role="agent"}') +
       delta("relay", 'ztna_relay_connections_accepted_total{role="connector"}');
     console.log(
-      `black-hole ${
-        BLACKHOLE_MS / 1000
-      } s (idle timeout ${IDLE_TIMEOUT_MS} ms): agent noticed after ${
-        agentLost.toFixed(0)
-      } ms, connector after ${connectorLost.toFixed(0)} ms; flow resumed ${
-        (resumed - back).toFixed(0)
-      } ms after the path returned; reconnects agent +${agentReconnects}, connector +${connectorReconnects}, ` +
-        `relay accepted +${accepted}; stream sent ${report.sent}, echoed ${report.received}, longest gap ${
-          report.maxGapMs.toFixed(0)
-        } ms; after resuming ${echoedAfter}/${sentAfter} echoed`,
+      `black-hole ${BLACKHOLE_MS / 1000} s (idle timeout ${IDLE_TIMEOUT_MS} ms): agent lost ` +
+        `(${agentLost.reason}), connector lost (${connectorLost.reason}); reconnects agent ` +
+        `+${agentReconnects}, connector +${connectorReconnects}, relay accepted +${accepted}; ` +
+        `stream sent ${report.sent}, echoed ${report.received}; after resuming ` +
+        `${echoedAfter}/${sentAfter} echoed`,
     );
-    // Detection comes from the idle timeout (keepalives stop being answered), not a signal.
-    for (const [who, ms] of [["agent", agentLost], ["connector", connectorLost]] as const) {
-      assert.ok(ms >= IDLE_TIMEOUT_MS * 0.8, `${who} noticed after ${ms.toFixed(0)} ms`);
-      assert.ok(ms < IDLE_TIMEOUT_MS + 4000, `${who} took ${ms.toFixed(0)} ms to notice`);
+    for (const [who, lostAt] of [["agent", agentLost], ["connector", connectorLost]] as const) {
+      assert.equal(lostAt.reason, "idle timeout", `${who} lost its session by the idle timeout`);
+      assert.ok(lostAt.duringBlackhole, `${who} noticed while the path was still cut`);
     }
     assert.ok(agentReconnects >= 1, "the agent's reconnect metric moved");
     assert.ok(connectorReconnects >= 1, "the connector's reconnect metric moved");
     assert.ok(accepted >= 2, "the relay accepted both again");
-    assert.ok(resumed - back < 8000, `flows resumed ${(resumed - back).toFixed(0)} ms after`);
     assert.ok(echoedAfter >= sentAfter * 0.9, `after resuming ${echoedAfter}/${sentAfter} echoed`);
     assert.equal(metric(after.agent, "ztna_agent_relay_connected"), 1);
     assert.equal(metric(after.connector, "ztna_connector_relay_connections_active"), 1);

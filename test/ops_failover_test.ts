@@ -1,12 +1,6 @@
 import assert from "node:assert/strict";
 import { createPki, metric, scrape, startEchoService, waitFor } from "./harness.ts";
-import {
-  firstNotReady,
-  numberedStream,
-  startAgent,
-  startConnector,
-  startRelay,
-} from "./ops_util.ts";
+import { numberedStream, probe, startAgent, startConnector, startRelay } from "./ops_util.ts";
 
 const DRAIN_MS = 2000;
 
@@ -31,20 +25,22 @@ Deno.test("HA: SIGTERM to one of two relays under a UDP stream; traffic moves to
     const stream = numberedStream(agent.port, 5);
     await waitFor("the stream flowing through relay A", () => stream.received >= 100);
 
-    const signalled = performance.now();
-    const exited = relayA.stop("SIGTERM", DRAIN_MS + 5000).then((code) => ({
-      code,
-      ms: performance.now() - signalled,
-    }));
-    const notReady = await firstNotReady(String(relayA.ready.metrics), 2000);
-    assert.ok(notReady !== null, "relay A's /readyz never stopped answering 200");
-    const flipMs = notReady - signalled;
-    assert.ok(flipMs <= 100, `readiness flipped after ${flipMs.toFixed(1)} ms (bound 100 ms)`);
+    let relayAExited = false;
+    const exited = relayA.stop("SIGTERM", DRAIN_MS + 5000).then((code) => {
+      relayAExited = true;
+      return code;
+    });
+    // Readiness flips while relay A still drains: the listener answers 503 (not a refused
+    // connection) before the process is gone. Order, not speed, is asserted.
+    const notReady = await waitFor("relay A's /readyz to stop answering 200", async () => {
+      const status = await probe(String(relayA.ready.metrics), "/readyz", 500);
+      return status !== 200 && { status, whileRunning: !relayAExited };
+    }, DRAIN_MS + 5000);
+    assert.equal(notReady.status, 503, "readiness turned 503 during the drain");
+    assert.ok(notReady.whileRunning, "readiness flipped before relay A exited");
 
     await agent.proc.waitForLog((l) => l.msg === "relay link up" && l.relay === b, 5000);
-    const { code, ms: exitMs } = await exited;
-    assert.equal(code, 0, "relay A exit code");
-    assert.ok(exitMs <= DRAIN_MS + 1000, `relay A exited after ${exitMs.toFixed(0)} ms`);
+    assert.equal(await exited, 0, "relay A exit code");
 
     // The stream must be flowing again through relay B.
     const resumeFrom = stream.lastEchoed;
@@ -59,8 +55,7 @@ Deno.test("HA: SIGTERM to one of two relays under a UDP stream; traffic moves to
     assert.ok(metric(relayBSamples, 'ztna_relay_flows_opened_total{protocol="udp"}') >= 1);
     assert.ok(report.lost < report.sent / 2, `lost ${report.lost} of ${report.sent}`);
     console.log(
-      `relay failover: readiness 503 after ${flipMs.toFixed(1)} ms, exit 0 after ` +
-        `${exitMs.toFixed(0)} ms (drain ${DRAIN_MS} ms); stream sent ${report.sent}, ` +
+      `relay failover: readiness 503 during the drain, exit 0; stream sent ${report.sent}, ` +
         `lost ${report.lost}, longest gap ${report.maxGapMs.toFixed(0)} ms`,
     );
   } finally {

@@ -2,8 +2,6 @@ import assert from "node:assert/strict";
 import { createPki, startEchoService, waitFor } from "./harness.ts";
 import { freeUdpPort, startAgent, startConnector, startRelay, untilEcho } from "./ops_util.ts";
 
-const RECOVERY_BOUND_MS = 3000;
-
 Deno.test("reconnection: restart of the only relay; connector re-registers, agent flow works again", async () => {
   const pki = await createPki(["connector-1", "agent-1"]);
   const echo = await startEchoService();
@@ -29,16 +27,17 @@ Deno.test("reconnection: restart of the only relay; connector re-registers, agen
     await new Promise((r) => setTimeout(r, 500));
     relay = await startRelay(pki, policy);
     const back = performance.now();
+    // 15 s is a hang guard; how fast the same processes recover is bench:recovery's figure.
     const echoedAt = await untilEcho(agent.port, 15_000);
     assert.ok(echoedAt !== null, "the agent flow never worked again");
-    const recoveryMs = echoedAt - back;
     const registrations = connector.logs.filter((l) => l.msg === "registered").length;
     assert.equal(registrations, 2, "the connector registered again");
+    const agentLinks = agent.proc.logs.filter((l) => l.msg === "relay link up").length;
+    assert.equal(agentLinks, 2, "the same agent process dialed the restarted relay");
     console.log(
-      `relay restart: agent flow works again ${recoveryMs.toFixed(0)} ms after the relay is ` +
-        `back (bound ${RECOVERY_BOUND_MS} ms)`,
+      `relay restart: agent flow works again ${(echoedAt - back).toFixed(0)} ms after the ` +
+        `relay is back`,
     );
-    assert.ok(recoveryMs <= RECOVERY_BOUND_MS, `recovery took ${recoveryMs.toFixed(0)} ms`);
   } finally {
     procs.push(relay);
     await Promise.allSettled(procs.map((p) => p.stop("SIGTERM").catch(() => p.stop("SIGKILL"))));

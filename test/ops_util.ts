@@ -35,19 +35,6 @@ export async function probe(address: string, path: string, ms = 1000): Promise<n
   }
 }
 
-/**
- * Polls `/readyz` back to back until it stops answering 200; resolves with the time (from
- * `performance.now()`) at which the first non-200 answer arrived, or null after `ms`.
- */
-export async function firstNotReady(address: string, ms: number): Promise<number | null> {
-  const deadline = performance.now() + ms;
-  while (performance.now() < deadline) {
-    const status = await probe(address, "/readyz", 500);
-    if (status !== 200) return performance.now();
-  }
-  return null;
-}
-
 /** What a {@linkcode numberedStream} measured. */
 export interface StreamReport {
   sent: number;
