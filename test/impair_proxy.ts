@@ -214,14 +214,19 @@ const emptyStats = (): DirectionStats => ({
  * Starts a proxy forwarding between clients on `listenHost:listenPort` and `target`.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { startImpairProxy } from "./impair_proxy.ts";
+ *
  * const proxy = startImpairProxy({
- *   target: { host: "127.0.0.1", port: relayPort },
+ *   target: { host: "127.0.0.1", port: 4433 }, // the relay
  *   upstream: { loss: 0.05, jitterMs: 30, reorder: 0.02 },
  *   downstream: { loss: 0.05, jitterMs: 30, reorder: 0.02 },
  * });
- * // point the agent's `relays` at proxy.address
+ * // Point the agent's `relays` at proxy.address, then cut the path for 10 s:
  * proxy.blackhole(10_000);
+ * assert.equal(proxy.blackholed, true);
+ * await proxy.close();
  * ```
  */
 export function startImpairProxy(options: ImpairProxyOptions): ImpairProxy {
