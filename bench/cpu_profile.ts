@@ -6,7 +6,7 @@
  * @module
  */
 import type { ComponentProcess } from "../test/harness.ts";
-import { waitFor } from "../test/harness.ts";
+import { waitFor } from "../test/_support/wait.ts";
 
 /** One line of a profile summary. */
 export interface HotFunction {

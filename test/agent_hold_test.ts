@@ -5,15 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { startImpairProxy } from "./impair_proxy.ts";
-import {
-  metric,
-  portOf,
-  scrape,
-  startComponent,
-  startEchoService,
-  startTrio,
-  udpClient,
-} from "./harness.ts";
+import { metric, portOf, scrape, startComponent, startEchoService, udpClient } from "./harness.ts";
+import { startTrio } from "./_support/trio.ts";
 import { startTcpServer } from "./tcp_util.ts";
 
 const decoder = new TextDecoder();

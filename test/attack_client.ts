@@ -14,7 +14,8 @@ import { createQuicConfig } from "../shared/quic/tls_config.ts";
 import { readTlsFiles } from "../shared/tls_files.ts";
 import { join } from "node:path";
 import { PROJECT_ROOT } from "../tools/permissions.ts";
-import { type ComponentProcess, spawnLogged, waitFor } from "./harness.ts";
+import { type ComponentProcess, spawnLogged } from "./harness.ts";
+import { waitFor } from "./_support/wait.ts";
 
 /** A connected peer. */
 export interface Peer {

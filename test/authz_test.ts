@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
-import { metric, scrape, startTunnel, udpClient, waitFor } from "./harness.ts";
+import { metric, scrape, udpClient } from "./harness.ts";
+import { startTunnel } from "./_support/trio.ts";
+import { waitFor } from "./_support/wait.ts";
 
 const enc = new TextEncoder();
 
 Deno.test("authorization: refused agents and foreign certificates do not affect other flows", async (t) => {
-  const tunnel = await startTunnel({ extraClients: ["agent-2"] });
+  await using tunnel = await startTunnel({ extraClients: ["agent-2"] });
   const good = udpClient();
   try {
     // A flow of the allowed agent that must keep working throughout.
@@ -50,12 +52,11 @@ Deno.test("authorization: refused agents and foreign certificates do not affect 
     });
   } finally {
     good.close();
-    await tunnel.stop();
   }
 });
 
 Deno.test("source validation: datagrams from another host never enter the tunnel", async () => {
-  const tunnel = await startTunnel({ connectorLogLevel: "debug" });
+  await using tunnel = await startTunnel({ connectorLogLevel: "debug" });
   const client = udpClient();
   const intruder = udpClient("127.0.0.2");
   try {
@@ -86,6 +87,5 @@ Deno.test("source validation: datagrams from another host never enter the tunnel
   } finally {
     client.close();
     intruder.close();
-    await tunnel.stop();
   }
 });

@@ -11,7 +11,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { PROJECT_ROOT } from "../tools/permissions.ts";
 import { readLines } from "../tools/text_lines.ts";
-import { metric, scrape, startTrio, udpClient } from "./harness.ts";
+import { metric, scrape, udpClient } from "./harness.ts";
+import { startTrio } from "./_support/trio.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { PROJECT_ROOT } from "../tools/permissions.ts";
-import { metric, scrape, startTunnel, udpClient } from "./harness.ts";
+import { metric, scrape, udpClient } from "./harness.ts";
+import { startTunnel } from "./_support/trio.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -15,7 +16,7 @@ async function udpLocalAddresses(port: number): Promise<string[]> {
 }
 
 Deno.test("connector bind: a loopback backend's flow socket binds loopback, not the wildcard", async () => {
-  const tunnel = await startTunnel({ connectorLogLevel: "debug" });
+  await using tunnel = await startTunnel({ connectorLogLevel: "debug" });
   const client = udpClient();
   const intruder = udpClient("127.0.0.3");
   try {
@@ -44,7 +45,6 @@ Deno.test("connector bind: a loopback backend's flow socket binds loopback, not 
   } finally {
     client.close();
     intruder.close();
-    await tunnel.stop();
   }
 });
 

@@ -5,12 +5,11 @@ import {
   portOf,
   scrape,
   startEchoService,
-  startTrio,
-  type Trio,
   type UdpClient,
   udpClient,
-  waitFor,
 } from "./harness.ts";
+import { startTrio, type Trio } from "./_support/trio.ts";
+import { waitFor } from "./_support/wait.ts";
 import { withTimeout } from "./tcp_util.ts";
 
 const enc = new TextEncoder();

@@ -1,13 +1,7 @@
 import assert from "node:assert/strict";
-import { startTunnel, waitFor } from "./harness.ts";
-
-/** Picks a free loopback UDP port (bound and released) for dnsmasq. */
-function freeUdpPort(): number {
-  const probe = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
-  return port;
-}
+import { startTunnel } from "./_support/trio.ts";
+import { waitFor } from "./_support/wait.ts";
+import { freePort } from "./_support/ports.ts";
 
 async function dig(port: number, name: string): Promise<string> {
   const out = await new Deno.Command("dig", {
@@ -19,7 +13,7 @@ async function dig(port: number, name: string): Promise<string> {
 }
 
 Deno.test("udp tunnel: a real DNS server (dnsmasq) answers dig through the agent", async () => {
-  const dnsPort = freeUdpPort();
+  const dnsPort = freePort("udp");
   const dnsmasq = new Deno.Command("dnsmasq", {
     args: [
       "--keep-in-foreground",
@@ -41,16 +35,12 @@ Deno.test("udp tunnel: a real DNS server (dnsmasq) answers dig through the agent
       "dnsmasq answering",
       async () => (await dig(dnsPort, "app.internal")) === "10.20.30.40",
     );
-    const tunnel = await startTunnel({ service: "dns", backendPort: dnsPort });
-    try {
+    await using tunnel = await startTunnel({ service: "dns", backendPort: dnsPort });
+    assert.equal(await dig(tunnel.agentPort, "app.internal"), "10.20.30.40");
+    assert.equal(await dig(tunnel.agentPort, "db.internal"), "10.20.30.41");
+    // Each dig runs from a new source port: a new flow per query, all answered.
+    for (let i = 0; i < 5; i++) {
       assert.equal(await dig(tunnel.agentPort, "app.internal"), "10.20.30.40");
-      assert.equal(await dig(tunnel.agentPort, "db.internal"), "10.20.30.41");
-      // Each dig runs from a new source port: a new flow per query, all answered.
-      for (let i = 0; i < 5; i++) {
-        assert.equal(await dig(tunnel.agentPort, "app.internal"), "10.20.30.40");
-      }
-    } finally {
-      await tunnel.stop();
     }
   } finally {
     dnsmasq.kill("SIGTERM");

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { metric, scrape, waitFor } from "./harness.ts";
+import { metric, scrape } from "./harness.ts";
+import { waitFor } from "./_support/wait.ts";
 import { startFaultTunnel } from "./fault_util.ts";
 import { numberedStream } from "./ops_util.ts";
 
@@ -7,7 +8,7 @@ const BLACKHOLE_MS = 10_000;
 const IDLE_TIMEOUT_MS = 3000;
 
 Deno.test("fault: 10 s black-hole of the relay path; idle timeout detects it, links and flows come back", async () => {
-  const tunnel = await startFaultTunnel({
+  await using tunnel = await startFaultTunnel({
     agentHop: {},
     connectorHop: {},
     tcp: false,
@@ -84,6 +85,5 @@ Deno.test("fault: 10 s black-hole of the relay path; idle timeout detects it, li
     assert.equal(metric(after.connector, "ztna_connector_relay_connections_active"), 1);
   } finally {
     await stream.stop(0).catch(() => {});
-    await tunnel.stop();
   }
 });

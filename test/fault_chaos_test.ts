@@ -1,15 +1,8 @@
 import assert from "node:assert/strict";
-import {
-  type ComponentProcess,
-  createPki,
-  metric,
-  scrape,
-  startEchoService,
-  waitFor,
-} from "./harness.ts";
+import { type ComponentProcess, createPki, metric, scrape, startEchoService } from "./harness.ts";
+import { waitFor } from "./_support/wait.ts";
 import { seededRandom } from "./impair_proxy.ts";
 import {
-  freeUdpPort,
   numberedStream,
   probe,
   startAgent,
@@ -17,6 +10,7 @@ import {
   startRelay,
   untilEcho,
 } from "./ops_util.ts";
+import { freePort } from "./_support/ports.ts";
 
 const CHAOS_MS = 20_000;
 const ACTION_EVERY_MS = 2500;
@@ -25,7 +19,7 @@ const IDLE_TIMEOUT_MS = 3000;
 Deno.test("fault: chaos on one of two relays and one of two connectors while traffic runs", async () => {
   const pki = await createPki(["connector-1", "connector-2", "agent-1"]);
   const echo = await startEchoService();
-  const ports = [freeUdpPort(), freeUdpPort()];
+  const ports = [freePort("udp"), freePort("udp")];
   const addresses = ports.map((p) => `127.0.0.1:${p}`);
   const dialer = {
     idle_timeout_ms: IDLE_TIMEOUT_MS,

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { metric, scrape, spawnLogged, waitFor } from "./harness.ts";
+import { metric, scrape, spawnLogged } from "./harness.ts";
+import { waitFor } from "./_support/wait.ts";
 import { procRss, startFaultTunnel } from "./fault_util.ts";
 import { PROJECT_ROOT } from "../tools/permissions.ts";
 

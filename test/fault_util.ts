@@ -13,8 +13,8 @@ import {
   portOf,
   scrape,
   startEchoService,
-  startTrio,
 } from "./harness.ts";
+import { startTrio } from "./_support/trio.ts";
 import { type Impairment, type ImpairProxy, startImpairProxy } from "./impair_proxy.ts";
 import { readHashed, startTcpServer, writeAll } from "./tcp_util.ts";
 
@@ -51,7 +51,7 @@ export interface FaultTunnelOptions {
 }
 
 /** A running trio with its backends and proxies. */
-export interface FaultTunnel {
+export interface FaultTunnel extends AsyncDisposable {
   pki: Pki;
   relay: ComponentProcess;
   connector: ComponentProcess;

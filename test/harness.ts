@@ -1,7 +1,9 @@
 /**
  * End-to-end test harness: certificates, real component processes started in their
  * permission sandboxes (the same flags `deno task <component>` derives), metric scrapes,
- * UDP clients, bounded waits. Everything binds loopback and ephemeral ports.
+ * UDP clients. Everything binds loopback and ephemeral ports. The relay/connector/agent trio
+ * is in `_support/trio.ts`, the bounded wait in `_support/wait.ts`, free ports in
+ * `_support/ports.ts`.
  *
  * @module
  */
@@ -18,21 +20,6 @@ import {
   runArgs,
 } from "../tools/permissions.ts";
 import { readLines } from "../tools/text_lines.ts";
-
-/** Resolves once `test()` returns a value other than undefined/false; rejects after `ms`. */
-export async function waitFor<T>(
-  what: string,
-  test: () => T | undefined | false | Promise<T | undefined | false>,
-  ms = 10_000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const value = await test();
-    if (value !== undefined && value !== false) return value;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-}
 
 /** A temporary folder with a dev CA and certificates for the given client names. */
 export interface Pki {
@@ -339,183 +326,4 @@ export function udpClient(host = "127.0.0.1"): UdpClient {
 /** Port of a `host:port` or `udp://host:port` string. */
 export function portOf(address: unknown): number {
   return Number(String(address).split(":").pop());
-}
-
-/** Config fragments for a relay/connector/agent trio around one service. */
-export function relayConfig(
-  pki: Pki,
-  services: Record<string, { connectors: string[]; agents: string[] }>,
-) {
-  return {
-    listen: "127.0.0.1:0",
-    metrics: "127.0.0.1:0",
-    tls: pki.tls("relay"),
-    services,
-    drain_ms: 500,
-  };
-}
-
-/** A running relay + connector + agent around one UDP service. */
-export interface Tunnel extends Trio {
-  /** The agent's local UDP port for the service. */
-  agentPort: number;
-  /** The backend's UDP port. */
-  backendPort: number;
-}
-
-/** Options for {@linkcode startTunnel}. */
-export interface TunnelOptions {
-  /** Service name (default "echo"). */
-  service?: string;
-  /** Backend UDP port; the demo echo service is started when absent. */
-  backendPort?: number;
-  /** Agent identities allowed by policy (default ["agent-1"]). */
-  allowedAgents?: string[];
-  /** Extra client certificates to create. */
-  extraClients?: string[];
-  connectorLogLevel?: "debug" | "info";
-}
-
-/** What {@linkcode startTrio} starts around: backends, forwards, policy and extras. */
-export interface TrioOptions {
-  /** The connector's `services`: backend URL(s) per service name. */
-  backends: Record<string, string | string[]>;
-  /** The agents' `forwards`. */
-  forwards: { listen: string; service: string }[];
-  /** Agents the policy allows for every backend service; the first one is started. */
-  agents?: string[];
-  /** More client certificates to create (identities outside the policy). */
-  extraClients?: string[];
-  /** Extra top-level config per component. */
-  relay?: Record<string, unknown>;
-  connector?: Record<string, unknown>;
-  agent?: Record<string, unknown>;
-  /** The relay address a dialer uses (e.g. a proxy in front of the relay); default direct. */
-  dialAddress?(dialer: "connector" | "agent", relayAddress: string): string;
-  /** Processes started before the trio, stopped after it. */
-  processes?: ComponentProcess[];
-  /** Cleanups run once every process has stopped (the caller may add to it later). */
-  cleanups?: (() => Promise<unknown>)[];
-  /** How long each process may take to exit on SIGTERM before it is killed. */
-  stopTimeoutMs?: number;
-  /** Starts one component (default {@linkcode startComponent}; benchmarks add `deno` flags). */
-  start?(component: Component, config: Record<string, unknown>): Promise<ComponentProcess>;
-}
-
-/** A running relay + connector + agent. */
-export interface Trio {
-  pki: Pki;
-  relay: ComponentProcess;
-  connector: ComponentProcess;
-  agent: ComponentProcess;
-  /** The relay's QUIC address as the dialers were given it before `dialAddress`. */
-  relayAddress: string;
-  /** The agent's `listen` addresses, in `forwards` order. */
-  listen: string[];
-  /** The configs the three were started with (a benchmark restarts them with these). */
-  configs: Record<"relay" | "connector" | "agent", Record<string, unknown>>;
-  /** Starts another agent with the same forwards. */
-  startAgent(
-    identity: string,
-    tls?: { cert: string; key: string; ca: string },
-    waitReady?: boolean,
-  ): Promise<ComponentProcess>;
-  /** Stops every process, then runs the cleanups (bounded). */
-  stop(): Promise<void>;
-}
-
-/**
- * Starts a relay whose policy lets `connector-1` serve and the agents use every backend
- * service, the connector, and the first agent; resolves once the agent's link is up. On
- * failure everything started is stopped.
- */
-export async function startTrio(options: TrioOptions): Promise<Trio> {
-  const agents = options.agents ?? ["agent-1"];
-  const pki = await createPki(["connector-1", ...agents, ...options.extraClients ?? []]);
-  const started: ComponentProcess[] = [...options.processes ?? []];
-  const cleanups = options.cleanups ?? [];
-  const stop = async () => {
-    await Promise.allSettled(
-      started.reverse().map((p) =>
-        p.stop("SIGTERM", options.stopTimeoutMs).catch(() => p.stop("SIGKILL"))
-      ),
-    );
-    await Promise.allSettled(cleanups.map((cleanup) => cleanup()));
-    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
-  };
-  try {
-    const policy = Object.fromEntries(
-      Object.keys(options.backends).map((name) => [name, { connectors: ["connector-1"], agents }]),
-    );
-    const start = options.start ?? ((component, config) => startComponent(component, config));
-    const configs = {} as Trio["configs"];
-    configs.relay = { ...relayConfig(pki, policy), ...options.relay };
-    const relay = await start("relay", configs.relay);
-    started.push(relay);
-    const relayAddress = String(relay.ready.quic);
-    const dial = (dialer: "connector" | "agent") =>
-      options.dialAddress?.(dialer, relayAddress) ?? relayAddress;
-    configs.connector = {
-      relays: [dial("connector")],
-      metrics: "127.0.0.1:0",
-      tls: pki.tls("connector-1"),
-      services: options.backends,
-      drain_ms: 500,
-      ...options.connector,
-    };
-    const connector = await start("connector", configs.connector);
-    started.push(connector);
-    await connector.waitForLog((l) => l.msg === "registered", 20_000);
-    configs.agent = {
-      relays: [dial("agent")],
-      metrics: "127.0.0.1:0",
-      tls: pki.tls(agents[0]),
-      forwards: options.forwards,
-      drain_ms: 500,
-      ...options.agent,
-    };
-    const startAgent = async (identity: string, tls = pki.tls(identity), waitReady = true) => {
-      const config = { ...configs.agent, tls };
-      const agent = waitReady
-        ? await start("agent", config)
-        : await startComponent("agent", config, { waitReady });
-      started.push(agent);
-      return agent;
-    };
-    const agent = await startAgent(agents[0]);
-    await agent.waitForLog((l) => l.msg === "relay link up", 20_000);
-    const listen = agent.ready.listen as string[];
-    // The ready line names each forward's service and address in config order.
-    const ready = agent.ready.forwards as { service: string; listen: string }[];
-    if (
-      JSON.stringify(ready.map((f) => [f.service, f.listen.split(":")[0]])) !==
-        JSON.stringify(options.forwards.map((f) => [f.service, f.listen.split(":")[0]])) ||
-      JSON.stringify(ready.map((f) => f.listen)) !== JSON.stringify(listen)
-    ) throw new Error(`agent ready line out of config order: ${JSON.stringify(ready)}`);
-    return { pki, relay, connector, agent, relayAddress, listen, configs, startAgent, stop };
-  } catch (error) {
-    await stop();
-    throw error;
-  }
-}
-
-/** Starts relay, connector (and echo backend unless given) and one allowed agent. */
-export async function startTunnel(options: TunnelOptions = {}): Promise<Tunnel> {
-  const { service = "echo", connectorLogLevel = "info" } = options;
-  const processes: ComponentProcess[] = [];
-  let backendPort = options.backendPort;
-  if (backendPort === undefined) {
-    const echo = await startEchoService();
-    processes.push(echo.proc);
-    backendPort = echo.port;
-  }
-  const trio = await startTrio({
-    backends: { [service]: `udp://127.0.0.1:${backendPort}` },
-    forwards: [{ listen: "udp://127.0.0.1:0", service }],
-    agents: options.allowedAgents,
-    extraClients: options.extraClients,
-    connector: { log_level: connectorLogLevel },
-    processes,
-  });
-  return { ...trio, agentPort: portOf(trio.listen[0]), backendPort };
 }

@@ -3,15 +3,9 @@ import { createControlChannel } from "../shared/control_channel.ts";
 import { encodeControl, PROTOCOL_VERSION } from "../shared/protocol/control.ts";
 import { type CloseInfo, connectQuic, type QuicConnection } from "../shared/quic/mod.ts";
 import { readTlsFiles } from "../shared/tls_files.ts";
-import {
-  createPki,
-  metric,
-  portOf,
-  relayConfig,
-  scrape,
-  startComponent,
-  waitFor,
-} from "./harness.ts";
+import { createPki, metric, portOf, scrape, startComponent } from "./harness.ts";
+import { relayConfig } from "./_support/trio.ts";
+import { waitFor } from "./_support/wait.ts";
 
 interface Peer {
   conn: QuicConnection;

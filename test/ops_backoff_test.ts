@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { type ComponentProcess, createPki } from "./harness.ts";
-import { freeUdpPort, startAgent, startConnector } from "./ops_util.ts";
+import { startAgent, startConnector } from "./ops_util.ts";
+import { freePort } from "./_support/ports.ts";
 
 // The exit is awaited with a guard that ends before the backoff delay would: exiting inside
 // it at all shows the backoff was interrupted rather than waited out. How fast the exit is,
@@ -38,7 +39,7 @@ async function exitDuringBackoff(proc: ComponentProcess): Promise<void> {
 
 Deno.test("reconnection: SIGTERM during a 30 s backoff exits without waiting it out", async () => {
   const pki = await createPki(["connector-1", "agent-1"]);
-  const deadRelay = `127.0.0.1:${freeUdpPort()}`;
+  const deadRelay = `127.0.0.1:${freePort("udp")}`;
   const connector = await startConnector(pki, "connector-1", [deadRelay], 9, slowRetry);
   const agent = await startAgent(pki, "agent-1", [deadRelay], slowRetry);
   try {
@@ -53,7 +54,7 @@ Deno.test("reconnection: SIGTERM during a 30 s backoff exits without waiting it 
 
 Deno.test("reconnection: SIGTERM while a dial to a dead relay is in its handshake exits without waiting for it", async () => {
   const pki = await createPki(["connector-1"]);
-  const connector = await startConnector(pki, "connector-1", [`127.0.0.1:${freeUdpPort()}`], 9);
+  const connector = await startConnector(pki, "connector-1", [`127.0.0.1:${freePort("udp")}`], 9);
   try {
     // The first dial waits up to its 10 s handshake timeout; stop in the middle of it.
     await new Promise((r) => setTimeout(r, 1500));

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { startTunnel, udpClient, waitFor } from "./harness.ts";
+import { udpClient } from "./harness.ts";
+import { startTunnel } from "./_support/trio.ts";
+import { waitFor } from "./_support/wait.ts";
 import { startPrometheus } from "./ops_util.ts";
 
 /** Runs `promtool check metrics` on `body`; resolves with its exit code and output. */

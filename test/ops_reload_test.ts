@@ -1,19 +1,12 @@
 import assert from "node:assert/strict";
-import {
-  createPki,
-  metric,
-  relayConfig,
-  scrape,
-  startComponent,
-  startEchoService,
-  startTunnel,
-  waitFor,
-} from "./harness.ts";
+import { createPki, metric, scrape, startComponent, startEchoService } from "./harness.ts";
+import { relayConfig, startTunnel } from "./_support/trio.ts";
+import { waitFor } from "./_support/wait.ts";
 import { numberedStream, startAgent, startConnector } from "./ops_util.ts";
 import { echoTcp, startTcpServer, startTcpTunnel, withTimeout, writeAll } from "./tcp_util.ts";
 
 Deno.test("reload: SIGHUP with a policy that removes an agent closes its flows; an invalid file changes nothing", async () => {
-  const tunnel = await startTunnel();
+  await using tunnel = await startTunnel();
   const { relay, connector, agent } = tunnel;
   const configPath = relay.configPath!;
   const original = await Deno.readTextFile(configPath);
@@ -74,7 +67,6 @@ Deno.test("reload: SIGHUP with a policy that removes an agent closes its flows; 
     );
   } finally {
     await stream.stop(0).catch(() => {});
-    await tunnel.stop();
   }
 });
 

@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
-import { createPki, startEchoService, waitFor } from "./harness.ts";
-import { freeUdpPort, startAgent, startConnector, startRelay, untilEcho } from "./ops_util.ts";
+import { createPki, startEchoService } from "./harness.ts";
+import { waitFor } from "./_support/wait.ts";
+import { startAgent, startConnector, startRelay, untilEcho } from "./ops_util.ts";
+import { freePort } from "./_support/ports.ts";
 
 Deno.test("reconnection: restart of the only relay; connector re-registers, agent flow works again", async () => {
   const pki = await createPki(["connector-1", "agent-1"]);
   const echo = await startEchoService();
-  const port = freeUdpPort();
+  const port = freePort("udp");
   const policy = { port, connectors: ["connector-1"], agents: ["agent-1"], drainMs: 500 };
   let relay = await startRelay(pki, policy);
   const address = String(relay.ready.quic);

@@ -1,5 +1,5 @@
 /**
- * Helpers for the operations tests (`ops_*_test.ts`): free ports, probe polling, a numbered
+ * Helpers for the operations tests (`ops_*_test.ts`): probe polling, a numbered
  * UDP stream that measures loss and gaps, and a real Prometheus server. Loopback only; every
  * wait is bounded.
  *
@@ -7,22 +7,7 @@
  */
 import { join } from "node:path";
 import { type ComponentProcess, type Pki, portOf, startComponent } from "./harness.ts";
-
-/** A loopback UDP port that was free a moment ago (bound, then released). */
-export function freeUdpPort(): number {
-  const probe = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
-  return port;
-}
-
-/** A loopback TCP port that was free a moment ago. */
-export function freeTcpPort(): number {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
-  return port;
-}
+import { freePort } from "./_support/ports.ts";
 
 /** HTTP status of `GET http://address/path`, or 0 when the request failed. */
 export async function probe(address: string, path: string, ms = 1000): Promise<number> {
@@ -217,7 +202,7 @@ export async function startPrometheus(targets: Record<string, string>): Promise<
     config,
     `global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n${jobs.join("\n")}\n`,
   );
-  const address = `127.0.0.1:${freeTcpPort()}`;
+  const address = `127.0.0.1:${freePort("tcp")}`;
   const child = new Deno.Command("prometheus", {
     args: [
       `--config.file=${config}`,

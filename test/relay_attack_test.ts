@@ -6,16 +6,9 @@
 import assert from "node:assert/strict";
 import type { ControlMessage } from "../shared/protocol/control.ts";
 import { closedWithin, closePeers, dialPeer, type Peer } from "./attack_client.ts";
-import {
-  metric,
-  portOf,
-  scrape,
-  startEchoService,
-  startTrio,
-  type Trio,
-  udpClient,
-  waitFor,
-} from "./harness.ts";
+import { metric, portOf, scrape, startEchoService, udpClient } from "./harness.ts";
+import { startTrio, type Trio } from "./_support/trio.ts";
+import { waitFor } from "./_support/wait.ts";
 
 const enc = new TextEncoder();
 

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { type CloseInfo, connectQuic, type QuicConnection } from "../shared/quic/mod.ts";
 import { readTlsFiles } from "../shared/tls_files.ts";
-import { metric, portOf, scrape, startTunnel, udpClient, waitFor } from "./harness.ts";
+import { metric, portOf, scrape, udpClient } from "./harness.ts";
+import { startTunnel } from "./_support/trio.ts";
+import { waitFor } from "./_support/wait.ts";
 
 const enc = new TextEncoder();
 

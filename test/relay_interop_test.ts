@@ -15,9 +15,9 @@ import {
   portOf,
   scrape,
   startComponent,
-  startTunnel,
-  waitFor,
 } from "./harness.ts";
+import { startTunnel } from "./_support/trio.ts";
+import { waitFor } from "./_support/wait.ts";
 import { procRss } from "./fault_util.ts";
 
 const enc = new TextEncoder();
@@ -25,7 +25,7 @@ const enc = new TextEncoder();
 const REBINDINGS = 12;
 
 Deno.test("interop: UDP needs negotiated DATAGRAM frames, and says so", async () => {
-  const tunnel = await startTunnel({ allowedAgents: ["agent-1", "agent-2"] });
+  await using tunnel = await startTunnel({ allowedAgents: ["agent-1", "agent-2"] });
   try {
     const relayPort = portOf(tunnel.relayAddress);
     const agent = await dialPeer({
@@ -57,12 +57,11 @@ Deno.test("interop: UDP needs negotiated DATAGRAM frames, and says so", async ()
     assert.equal(agent.conn.closed, false, "a clear refusal, not a close");
   } finally {
     await closePeers();
-    await tunnel.stop();
   }
 });
 
 Deno.test("interop: a peer that takes only 1200-byte packets gets every fragment of a big reply", async () => {
-  const tunnel = await startTunnel({ allowedAgents: ["agent-1", "agent-2"] });
+  await using tunnel = await startTunnel({ allowedAgents: ["agent-1", "agent-2"] });
   try {
     const peer = await dialPeer({
       relayPort: portOf(tunnel.relayAddress),
@@ -91,7 +90,6 @@ Deno.test("interop: a peer that takes only 1200-byte packets gets every fragment
     assert.equal(metric(samples, 'ztna_relay_drops_total{reason="too_large"}'), 0);
   } finally {
     await closePeers();
-    await tunnel.stop();
   }
 });
 
@@ -146,7 +144,7 @@ function startRebindingNat(relayPort: number) {
 }
 
 Deno.test("interop: a peer whose NAT rebinds keeps its connection and flow", async () => {
-  const tunnel = await startTunnel({ allowedAgents: ["agent-1", "agent-2"] });
+  await using tunnel = await startTunnel({ allowedAgents: ["agent-1", "agent-2"] });
   const nat = startRebindingNat(portOf(tunnel.relayAddress));
   try {
     const peer = await dialPeer({ relayPort: nat.port, tls: tunnel.pki.tls("agent-2") });
@@ -174,7 +172,6 @@ Deno.test("interop: a peer whose NAT rebinds keeps its connection and flow", asy
   } finally {
     await closePeers();
     nat.close();
-    await tunnel.stop();
   }
 });
 

@@ -14,10 +14,10 @@ import {
   scrape,
   startComponent,
   startEchoService,
-  startTrio,
   udpClient,
-  waitFor,
 } from "./harness.ts";
+import { startTrio } from "./_support/trio.ts";
+import { waitFor } from "./_support/wait.ts";
 
 const enc = new TextEncoder();
 const PER_IP = 40;
@@ -49,7 +49,7 @@ async function connectsWithin<T>(what: string, ms: number, dial: () => Promise<T
 
 Deno.test("attack 4+5: half-open handshakes and hello-less sessions from one address; an agent still connects", async () => {
   const echo = await startEchoService();
-  const trio = await startTrio({
+  await using trio = await startTrio({
     backends: { echo: `udp://127.0.0.1:${echo.port}` },
     forwards: [{ listen: "udp://127.0.0.1:0", service: "echo" }],
     agents: ["agent-1", "agent-2"],
@@ -133,7 +133,6 @@ Deno.test("attack 4+5: half-open handshakes and hello-less sessions from one add
     await silent.stop();
     client.close();
     await closePeers();
-    await trio.stop();
   }
 });
 

@@ -11,13 +11,13 @@ import {
   createPki,
   metric,
   portOf,
-  relayConfig,
   scrape,
   spawnLogged,
   startComponent,
   startEchoService,
   udpClient,
 } from "./harness.ts";
+import { relayConfig } from "./_support/trio.ts";
 import { echoTcp, startTcpServer } from "./tcp_util.ts";
 
 const enc = new TextEncoder();

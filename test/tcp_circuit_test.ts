@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
-import { metric, scrape, waitFor } from "./harness.ts";
-import { freePort, readAll, startTcpTunnel, withTimeout, writeAll } from "./tcp_util.ts";
+import { metric, scrape } from "./harness.ts";
+import { waitFor } from "./_support/wait.ts";
+import { readAll, startTcpTunnel, withTimeout, writeAll } from "./tcp_util.ts";
+import { freePort } from "./_support/ports.ts";
 
 /**
  * Connects to the agent and waits for the tunnel to close the connection without sending a
@@ -18,7 +20,7 @@ async function refusedConnection(port: number): Promise<void> {
 
 Deno.test("tcp backend down: refused, breaker opens, closes once the backend is back", async () => {
   const backendPort = freePort();
-  const tunnel = await startTcpTunnel({
+  await using tunnel = await startTcpTunnel({
     backends: { db: backendPort },
     unservedForwards: ["secret"],
     circuit: { failures: 3, reset_ms: 1000 },
@@ -95,6 +97,5 @@ Deno.test("tcp backend down: refused, breaker opens, closes once the backend is 
     });
   } finally {
     backend?.close();
-    await tunnel.stop();
   }
 });

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePort, startTcpTunnel } from "./tcp_util.ts";
+import { startTcpTunnel } from "./tcp_util.ts";
+import { freePort } from "./_support/ports.ts";
 
 /** The newest PostgreSQL server binaries installed from Debian's packages, if any. */
 function postgresBin(): string | null {

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { metric, scrape, waitFor } from "./harness.ts";
+import { metric, scrape } from "./harness.ts";
+import { waitFor } from "./_support/wait.ts";
 import {
   echoTcp,
   mib,

@@ -5,10 +5,11 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { type ComponentProcess, metric, type Pki, portOf, scrape, startTrio } from "./harness.ts";
+import { type ComponentProcess, metric, type Pki, portOf, scrape } from "./harness.ts";
+import { startTrio } from "./_support/trio.ts";
 
 /** A running relay + connector + agent carrying TCP services. */
-export interface TcpTunnel {
+export interface TcpTunnel extends AsyncDisposable {
   pki: Pki;
   relay: ComponentProcess;
   connector: ComponentProcess;
@@ -46,14 +47,6 @@ export async function startTcpTunnel(options: TcpTunnelOptions): Promise<TcpTunn
   // TCP forwards are listed in config order.
   const ports = Object.fromEntries(forwarded.map((name, i) => [name, portOf(trio.listen[i])]));
   return { ...trio, ports };
-}
-
-/** A TCP port on 127.0.0.1 that nothing listens on (bound, then released). */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 /** Deterministic test bytes: a 65,521-byte block (prime, so it never aligns with buffers). */

@@ -11,8 +11,8 @@ import {
   startComponent,
   startEchoService,
   udpClient,
-  waitFor,
 } from "./harness.ts";
+import { waitFor } from "./_support/wait.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

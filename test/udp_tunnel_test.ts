@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
-import { metric, scrape, startTunnel, udpClient } from "./harness.ts";
+import { metric, scrape, udpClient } from "./harness.ts";
+import { startTunnel } from "./_support/trio.ts";
 
 Deno.test("udp tunnel: 10,000 datagrams of 1 B to 8 KiB echo back intact", async () => {
-  const tunnel = await startTunnel();
+  await using tunnel = await startTunnel();
   const client = udpClient();
   try {
     const total = 10_000;
@@ -74,6 +75,5 @@ Deno.test("udp tunnel: 10,000 datagrams of 1 B to 8 KiB echo back intact", async
     assert.equal(metric(relayMetrics, 'ztna_relay_service_connectors{service="echo"}'), 1);
   } finally {
     client.close();
-    await tunnel.stop();
   }
 });
