@@ -8,7 +8,7 @@
  * @module
  */
 import { join } from "node:path";
-import { type ComponentProcess, portOf, spawnLogged } from "../test/harness.ts";
+import { type ComponentProcess, portOf, spawnLogged } from "../test/_support/harness.ts";
 import { startTrio, type Trio } from "../test/_support/trio.ts";
 import { waitFor } from "../test/_support/wait.ts";
 import {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { ComponentProcess } from "../test/harness.ts";
+import type { ComponentProcess } from "../test/_support/harness.ts";
 import { waitFor } from "../test/_support/wait.ts";
 
 /** One line of a profile summary. */

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { scrape } from "../test/harness.ts";
+import { scrape } from "../test/_support/harness.ts";
 import { cpuSeconds, listenPort, progress, startBenchTunnel, writeResult } from "./bench_util.ts";
 import { startUdpSink } from "./udp_sink.ts";
 import { ratesFor, runSeries, type SeriesResult } from "./udp_series.ts";

@@ -86,12 +86,12 @@ export interface HostCapability {
 export const HOST_CAPABILITIES: readonly HostCapability[] = [
   {
     name: "linux",
-    hint: "test/deploy_rootfs_test.ts runs the relay in Linux mount and pid namespaces",
+    hint: "test/deploy/rootfs_test.ts runs the relay in Linux mount and pid namespaces",
     present: () => Deno.build.os === "linux",
   },
   {
     name: "root",
-    hint: "run the tests as root (uid 0): test/deploy_rootfs_test.ts chroots and switches to " +
+    hint: "run the tests as root (uid 0): test/deploy/rootfs_test.ts chroots and switches to " +
       "uid 65532",
     present: () => Deno.uid() === 0,
   },

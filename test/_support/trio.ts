@@ -12,7 +12,7 @@ import {
   portOf,
   startComponent,
   startEchoService,
-} from "../harness.ts";
+} from "./harness.ts";
 import type { Component } from "../../tools/permissions.ts";
 import { waitFor } from "./wait.ts";
 
