@@ -80,9 +80,23 @@ interface SessionFlows {
  * Binds every `tcp://` forward and starts accepting.
  *
  * @example
- * ```ts ignore
- * const tcp = startTcpForwards({ forwards, session: () => current, logger, metrics });
- * console.log(tcp.listening); // ["tcp://127.0.0.1:8080"]
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Registry } from "prom-client";
+ * import { createLogger } from "../shared/log.ts";
+ * import { createAgentMetrics } from "./metrics.ts";
+ * import { startTcpForwards } from "./tcp_forward.ts";
+ *
+ * const registry = new Registry();
+ * const tcp = startTcpForwards({
+ *   forwards: [{ listen: { protocol: "tcp", host: "127.0.0.1", port: 0 }, service: "wiki" }],
+ *   session: () => null, // no relay session yet: connections would be held
+ *   logger: createLogger("agent", { level: "error" }),
+ *   metrics: createAgentMetrics(registry),
+ * });
+ * assert.match(tcp.listening[0], /^tcp:\/\/127\.0\.0\.1:\d+$/);
+ * assert.equal(tcp.count(), 0);
+ * tcp.stopAccepting();
  * ```
  */
 export function startTcpForwards(options: TcpForwardOptions): TcpForwards {

@@ -8,14 +8,9 @@
  * @module
  */
 import { join } from "node:path";
-import {
-  type ComponentProcess,
-  portOf,
-  spawnLogged,
-  startTrio,
-  type Trio,
-  waitFor,
-} from "../test/harness.ts";
+import { type ComponentProcess, portOf, spawnLogged } from "../test/_support/harness.ts";
+import { startTrio, type Trio } from "../test/_support/trio.ts";
+import { waitFor } from "../test/_support/wait.ts";
 import {
   type Component,
   loadComponentConfig,
@@ -89,19 +84,8 @@ export function progress(...parts: unknown[]): void {
   console.error("[bench]", ...parts.map((p) => typeof p === "string" ? p : JSON.stringify(p)));
 }
 
-/** A free loopback port for `transport` (bound and released; racy but fine on loopback). */
-export function freePort(transport: "tcp" | "udp" = "tcp"): number {
-  if (transport === "udp") {
-    const socket = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-    const port = (socket.addr as Deno.NetAddr).port;
-    socket.close();
-    return port;
-  }
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
+/** A free loopback port (the test suite's one helper). */
+export { freePort } from "../test/_support/ports.ts";
 
 /** An external program (peer) that the bench owns and always kills. */
 export interface PeerProcess {

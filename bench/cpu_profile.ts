@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { ComponentProcess } from "../test/harness.ts";
-import { waitFor } from "../test/harness.ts";
+import type { ComponentProcess } from "../test/_support/harness.ts";
+import { waitFor } from "../test/_support/wait.ts";
 
 /** One line of a profile summary. */
 export interface HotFunction {

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { metric, scrape } from "../test/harness.ts";
+import { metric, scrape } from "../test/_support/harness.ts";
 import { cpuSeconds, listenPort, progress, startBenchTunnel, writeResult } from "./bench_util.ts";
 import { measureQuicheCost } from "./quiche_cost.ts";
 import { startUdpSink } from "./udp_sink.ts";

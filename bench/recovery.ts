@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { type ComponentProcess, udpClient } from "../test/harness.ts";
+import { type ComponentProcess, udpClient } from "../test/_support/harness.ts";
 import {
   freePort,
   listenPort,

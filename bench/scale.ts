@@ -17,7 +17,8 @@ import { createFlowDatagrams, type FlowDatagrams } from "../shared/flow_datagram
 import { createLogger } from "../shared/log.ts";
 import { type RelaySession, runRelayLink } from "../shared/relay_link.ts";
 import { readTlsFiles } from "../shared/tls_files.ts";
-import { metric, scrape, waitFor } from "../test/harness.ts";
+import { metric, scrape } from "../test/_support/harness.ts";
+import { waitFor } from "../test/_support/wait.ts";
 import {
   cpuSeconds,
   progress,

@@ -11,8 +11,8 @@
  *
  * @module
  */
-import { metric, scrape } from "../test/harness.ts";
-import { echoTcp, startTcpServer } from "../test/tcp_util.ts";
+import { metric, scrape } from "../test/_support/harness.ts";
+import { echoTcp, startTcpServer } from "../test/_support/tcp_util.ts";
 import {
   cpuSeconds,
   listenPort,

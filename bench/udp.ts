@@ -11,7 +11,8 @@
  *
  * @module
  */
-import { portOf, scrape, waitFor } from "../test/harness.ts";
+import { portOf, scrape } from "../test/_support/harness.ts";
+import { waitFor } from "../test/_support/wait.ts";
 import { openUdpSocket, udpTarget } from "../shared/quic/udp_socket.ts";
 import {
   type BenchTunnel,

@@ -5,7 +5,7 @@
  * @module
  */
 import { join } from "node:path";
-import { spawnLogged } from "../test/harness.ts";
+import { spawnLogged } from "../test/_support/harness.ts";
 import { PROJECT_ROOT } from "../tools/permissions.ts";
 import type { LoadPlan, StepResult } from "./udp_load.ts";
 import type { UdpSink } from "./udp_sink.ts";

@@ -10,7 +10,7 @@
  * @module
  */
 import { join } from "node:path";
-import { spawnLogged } from "../test/harness.ts";
+import { spawnLogged } from "../test/_support/harness.ts";
 import { PROJECT_ROOT } from "../tools/permissions.ts";
 import { openUdpSocket, udpTarget } from "../shared/quic/udp_socket.ts";
 import { freePort, progress, writeResult } from "./bench_util.ts";

@@ -42,7 +42,9 @@ export function createConnectorMetrics(registry: Registry): ConnectorMetrics {
     }),
     backendErrors: new Counter({
       name: `${p}backend_errors_total`,
-      help: "Failures talking to backends, by reason.",
+      help:
+        "Failures talking to backends, by reason (connect_failed, circuit_open, not_permitted, " +
+        "open_failed, or the socket operation that failed).",
       labelNames: ["reason"],
       registers,
     }),

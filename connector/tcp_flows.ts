@@ -74,9 +74,32 @@ const scratch = new Uint8Array(16_384);
  * `ztna_connector_circuit_state{service}`.
  *
  * @example
- * ```ts ignore
- * const tcp = createConnectorTcpFlows({ backends, circuit, connectTimeoutMs, draining, logger, metrics });
- * handlers.onStreamReadable = (session, id) => tcp.readable(session, id);
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Registry } from "prom-client";
+ * import { createLogger } from "../shared/log.ts";
+ * import { createFlowLimits } from "./flow_limits.ts";
+ * import { createConnectorMetrics } from "./metrics.ts";
+ * import { createConnectorTcpFlows } from "./tcp_flows.ts";
+ *
+ * const registry = new Registry();
+ * const tcp = createConnectorTcpFlows({
+ *   backend: (service) =>
+ *     service === "wiki" ? { protocol: "tcp", host: "127.0.0.1", port: 8080 } : undefined,
+ *   services: ["wiki"],
+ *   circuit: { failures: 5, reset_ms: 5000 },
+ *   connectTimeoutMs: 5000,
+ *   resolve: (host) => Promise.resolve(host),
+ *   limits: createFlowLimits({ flowsPerAgent: 16, maxFlows: 64 }),
+ *   limitHit: (limit, agent, service) => `${limit} reached for ${agent} on ${service}`,
+ *   draining: () => false,
+ *   logger: createLogger("connector", { level: "error" }),
+ *   metrics: createConnectorMetrics(registry),
+ * });
+ * // The relay link routes each session's non-control stream events here:
+ * // onStreamReadable: (session, id) => tcp.readable(session, id)
+ * assert.equal(tcp.count(), 0);
+ * assert.match(await registry.metrics(), /^ztna_connector_circuit_state\{service="wiki"\} 0$/m);
  * ```
  */
 export function createConnectorTcpFlows(options: ConnectorTcpOptions): ConnectorTcpFlows {

@@ -55,10 +55,11 @@ export interface Announcer<A> {
  * let up = false;
  * let t = 0;
  * const timers: (() => void)[] = [];
+ * const a1 = { name: "a1" };
  * const announcer = createAnnouncer({
- *   agents: () => ["a1"],
+ *   agents: () => [a1],
  *   visible: () => up,
- *   tell: (agent, type, service) => sent.push(`${agent} ${type} ${service}`),
+ *   tell: (agent, type, service) => sent.push(`${agent.name} ${type} ${service}`),
  *   now: () => t,
  *   schedule: (fn) => timers.push(fn),
  * });

@@ -86,25 +86,28 @@ export function createRelayMetrics(
   return {
     connectionsAccepted: new Counter({
       name: `${p}connections_accepted_total`,
-      help: "Authenticated connections accepted, by peer role.",
+      help: "Authenticated connections accepted, by peer role (connector, agent).",
       labelNames: ["role"],
       registers,
     }),
     connectionsActive: new Gauge({
       name: `${p}connections_active`,
-      help: "Live authenticated connections, by peer role.",
+      help: "Live authenticated connections, by peer role (connector, agent).",
       labelNames: ["role"],
       registers,
     }),
     handshakeFailures: new Counter({
       name: `${p}handshake_failures_total`,
-      help: "QUIC/TLS handshakes that did not complete, by reason.",
+      help:
+        "QUIC/TLS handshakes that did not complete, by reason (a TLS alert name such as unknown_ca, or timeout).",
       labelNames: ["reason"],
       registers,
     }),
     authFailures: new Counter({
       name: `${p}auth_failures_total`,
-      help: "Authentication or authorization refusals, by reason.",
+      help:
+        "Authentication or authorization refusals, by reason (open_forbidden, register_forbidden, " +
+        "no_identity, missing_token, bad_token).",
       labelNames: ["reason"],
       registers,
     }),
@@ -139,8 +142,9 @@ export function createRelayMetrics(
     }),
     limitHits: new Counter({
       name: `${p}limit_hits_total`,
-      help:
-        "Offenders shed by a limit (connections_per_identity, control_frames_per_second, flows_per_connection).",
+      help: "Offenders shed by a limit (connections_per_identity, control_frames_per_second, " +
+        "flows_per_connection, registrations_per_minute, handshakes_per_second_source, " +
+        "handshakes_per_second_total).",
       labelNames: ["limit"],
       registers,
     }),
@@ -152,7 +156,7 @@ export function createRelayMetrics(
     }),
     datagramsRelayed: new Counter({
       name: `${p}datagrams_relayed_total`,
-      help: "DATAGRAM frames forwarded, by direction.",
+      help: "DATAGRAM frames forwarded, by direction (to_connector, to_agent).",
       labelNames: ["direction"],
       registers,
     }),
@@ -164,7 +168,8 @@ export function createRelayMetrics(
     }),
     drops: new Counter({
       name: `${p}drops_total`,
-      help: "DATAGRAM frames dropped, by reason.",
+      help: "DATAGRAM frames dropped, by reason (unknown_flow, malformed, queue_full, too_large: " +
+        "wider than the far hop).",
       labelNames: ["reason"],
       registers,
     }),
@@ -177,7 +182,9 @@ export function createRelayMetrics(
     packetsDropped: totalsCounter(
       registers,
       `${p}packets_dropped_total`,
-      "UDP packets dropped before reaching a connection, by reason.",
+      "UDP packets dropped before reaching a connection, by reason (malformed_header, " +
+        "unsupported_version, unknown_connection, short_initial, bad_token, connection_limit, " +
+        "preauth_limit, rejected_by_quic, not_accepting, rate_limited).",
       "reason",
       packetDrops,
     ),
@@ -198,8 +205,8 @@ export function createRelayMetrics(
     ),
     preauthConnections: new Gauge({
       name: `${p}preauth_connections`,
-      help: "Connections not yet authenticated: in the handshake, or established and " +
-        "waiting for hello.",
+      help: "Connections not yet authenticated, by stage: in the handshake (handshake), or " +
+        "established and waiting for hello (hello).",
       labelNames: ["stage"],
       registers,
       collect() {

@@ -71,9 +71,18 @@ const EMPTY = new Uint8Array(0);
  * Starts splicing streams `a` and `b`.
  *
  * @example
- * ```ts ignore
- * const splice = spliceStreams({ a: agentEnd, b: connectorEnd, onEnd: (r) => log(r) });
- * splice.readable("a"); // drain what arrived while the flow was being opened
+ * ```ts
+ * import type { QuicConnection } from "../shared/quic/mod.ts";
+ * import { spliceStreams } from "./stream_splice.ts";
+ *
+ * export function splice(agent: QuicConnection, connector: QuicConnection): void {
+ *   const splice = spliceStreams({
+ *     a: { conn: agent, streamId: 4 },
+ *     b: { conn: connector, streamId: 1 },
+ *     onEnd: (reason) => console.log(reason),
+ *   });
+ *   splice.readable("a"); // drain what arrived while the flow was being opened
+ * }
  * ```
  */
 export function spliceStreams(options: SpliceOptions): Splice {

@@ -108,9 +108,28 @@ const scratch = new Uint8Array(16_384);
  * Creates the relay's TCP flow table.
  *
  * @example
- * ```ts ignore
- * const tcp = createTcpFlows({ authorize, metrics });
- * conn.setHandlers({ onStreamReadable: (id) => tcp.agentReadable(session, id) });
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Registry } from "prom-client";
+ * import { createRelayMetrics } from "./metrics.ts";
+ * import { createTcpFlows, type StreamPeer } from "./tcp_flows.ts";
+ *
+ * const none = () => ({});
+ * const metrics = createRelayMetrics(new Registry(), {
+ *   packetDrops: none,
+ *   serviceConnectors: none,
+ *   preauth: none,
+ *   preauthCloses: none,
+ *   statelessAnswers: none,
+ * });
+ * const tcp = createTcpFlows<StreamPeer>({
+ *   // The relay passes the same rule it applies to UDP opens (policy, limits, round robin).
+ *   authorize: () => ({ reason: "forbidden", message: "not in the policy" }),
+ *   metrics,
+ * });
+ * // The relay routes each connection's non-control stream events here:
+ * // onStreamReadable: (id) => tcp.agentReadable(session, id)
+ * assert.equal(tcp.count(), 0);
  * ```
  */
 export function createTcpFlows<P extends StreamPeer>(

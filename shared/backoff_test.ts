@@ -76,15 +76,13 @@ Deno.test("sleep() resolves true after the delay", async () => {
   assert.ok(performance.now() - start >= 15);
 });
 
-Deno.test("sleep() resolves false within a few ms of abort and clears its timer", async () => {
+Deno.test("sleep() resolves false on abort and clears its timer", async () => {
   const controller = new AbortController();
-  const start = performance.now();
   const waiting = sleep(60_000, controller.signal);
   setTimeout(() => controller.abort(), 10);
+  // false, not true: the abort ended it, not the 60 s delay. Deno's leak sanitizer fails
+  // this test if the 60 s timer were still pending.
   assert.equal(await waiting, false);
-  const elapsed = performance.now() - start;
-  assert.ok(elapsed < 60, `took ${elapsed} ms`);
-  // Deno's leak sanitizer fails this test if the 60 s timer were still pending.
 });
 
 Deno.test("sleep() resolves false at once when already aborted", async () => {

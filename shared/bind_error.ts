@@ -6,7 +6,7 @@
  * @module
  */
 
-/** Exit status when a configured address cannot be bound (see README, Operations). */
+/** Exit status when a configured address cannot be bound (see docs/OPERATIONS.md, exit codes). */
 export const BIND_FAILED_EXIT = 3;
 
 /** A bind of `host:port` failed. */

@@ -74,7 +74,8 @@ export function startComponentOps(options: ComponentOpsOptions): ComponentOps {
   const lifecycle = createLifecycleMetrics(registry, prefix, ready);
   const badRequests = new Counter({
     name: `${prefix}ops_bad_requests_total`,
-    help: "Requests to the metrics/health listener rejected, by HTTP status.",
+    help: "Requests to the metrics/health listener rejected, by HTTP status (408 also: evicted, " +
+      "or a slow reader; 503: refused connections).",
     labelNames: ["status"],
     registers: [registry],
   });
@@ -86,7 +87,8 @@ export function startComponentOps(options: ComponentOpsOptions): ComponentOps {
   });
   const handlerErrors = new Counter({
     name: `${prefix}handler_errors_total`,
-    help: "Exceptions in connection handlers, by entry point; each closed its connection.",
+    help: "Exceptions in connection handlers, by entry point (packet, timer, flush, stream " +
+      "events, ...); each closed its one connection with code 5, the process lives on.",
     labelNames: ["where"],
     registers: [registry],
   });

@@ -78,10 +78,21 @@ const sharedReadBuffer = new Uint8Array(16_384);
  * Creates the control channel of `conn`.
  *
  * @example
- * ```ts ignore
- * const channel = createControlChannel(conn, { onMessage, onProtocolError });
- * conn.setHandlers({ onStreamReadable: (id) => id === 0 && channel.readable() });
- * channel.send({ type: "ping", seq: 1 });
+ * ```ts
+ * import { CloseCode, type QuicConnection } from "./quic/mod.ts";
+ * import { CONTROL_STREAM_ID, createControlChannel } from "./control_channel.ts";
+ *
+ * export function openControl(conn: QuicConnection): void {
+ *   const channel = createControlChannel(conn, {
+ *     onMessage: (message) => console.log(message.type),
+ *     onProtocolError: (reason) => conn.close(CloseCode.PROTOCOL_VIOLATION, reason),
+ *   });
+ *   conn.setHandlers({
+ *     onStreamReadable: (id) => id === CONTROL_STREAM_ID && channel.readable(),
+ *     onStreamWritable: (id) => id === CONTROL_STREAM_ID && channel.writable(),
+ *   });
+ *   channel.send({ type: "ping", seq: 1 });
+ * }
  * ```
  */
 export function createControlChannel(

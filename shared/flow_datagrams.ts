@@ -57,9 +57,15 @@ export interface FlowDatagrams {
  * Creates the DATAGRAM codec for `conn`.
  *
  * @example
- * ```ts ignore
- * const datagrams = createFlowDatagrams(conn, { maxBytes: 4 << 20, timeoutMs: 2000 });
- * datagrams.send(7, payload);
+ * ```ts
+ * import type { QuicConnection } from "./quic/mod.ts";
+ * import { createFlowDatagrams } from "./flow_datagrams.ts";
+ *
+ * export function sendOnFlow7(conn: QuicConnection, payload: Uint8Array): void {
+ *   const datagrams = createFlowDatagrams(conn, { maxBytes: 4 << 20, timeoutMs: 2000 });
+ *   const dropped = datagrams.send(7, payload); // null, or why it was dropped
+ *   if (dropped !== null) console.log(`dropped: ${dropped}`);
+ * }
  * ```
  */
 export function createFlowDatagrams(

@@ -173,8 +173,11 @@ export function checkSandbox(options: CheckSandboxOptions): ExcessPermission[] {
  * as it will be used). Deno matches the literal host before DNS, as the send itself does.
  *
  * @example Usage
- * ```ts ignore
- * if (!netPermitted("10.0.0.53", 53)) refuse("backend outside the sandbox");
+ * ```ts
+ * import { netPermitted } from "./sandbox.ts";
+ *
+ * // A query only: nothing is sent, and no prompt appears.
+ * if (!netPermitted("10.0.0.53", 53)) console.log("backend outside the sandbox: refuse the flow");
  * ```
  *
  * @param host Host as the socket will use it.

@@ -51,7 +51,7 @@ Deno.test("checkSandbox: warns without strict, exits 2 with it", () => {
 
 Deno.test("netPermitted: asks Deno for the exact host:port", () => {
   // The suite runs with -A, so both are granted (IPv6 is bracketed for the query);
-  // test/sandbox_test.ts shows a refusal in a real sandbox.
+  // test/e2e/sandbox_test.ts shows a refusal in a real sandbox.
   assert.equal(netPermitted("127.0.0.1", 9), true);
   assert.equal(netPermitted("::1", 9), true);
 });

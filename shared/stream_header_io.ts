@@ -36,9 +36,17 @@ export interface StreamHeaderReader {
  * Creates a header reader for `streamId` on `conn`.
  *
  * @example
- * ```ts ignore
- * const reader = createStreamHeaderReader(conn, 4);
- * const result = reader.read(); // { kind: "header", header: { type: "open", ... } }
+ * ```ts
+ * import type { QuicConnection } from "./quic/mod.ts";
+ * import { createStreamHeaderReader } from "./stream_header_io.ts";
+ *
+ * // Called on every readable event of stream 4 until the header is in.
+ * export function readOpen(conn: QuicConnection): string | null {
+ *   const result = createStreamHeaderReader(conn, 4).read();
+ *   return result.kind === "header" && result.header.type === "open"
+ *     ? result.header.service
+ *     : null;
+ * }
  * ```
  */
 export function createStreamHeaderReader(

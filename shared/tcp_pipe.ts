@@ -89,11 +89,23 @@ export interface TcpPipe {
  * sent again. A FIN that always rides on marker bytes is retransmitted with them.
  *
  * @example
- * ```ts ignore
- * const pipe = pipeStreamSocket({ conn, streamId: 4, socket, onEnd: (end) => log(end) });
- * // from the connection handlers:
- * onStreamReadable: (id) => id === 4 && pipe.readable(),
- * onStreamWritable: (id) => id === 4 && pipe.writable(),
+ * ```ts
+ * import type { QuicConnection } from "./quic/mod.ts";
+ * import { pipeStreamSocket } from "./tcp_pipe.ts";
+ *
+ * // Given a relay session's connection and an accepted local TCP connection:
+ * export function pipeToStream4(conn: QuicConnection, socket: Deno.TcpConn): void {
+ *   const pipe = pipeStreamSocket({
+ *     conn,
+ *     streamId: 4,
+ *     socket,
+ *     onEnd: (end) => console.log(end.reason, end.toStream, end.toSocket),
+ *   });
+ *   conn.setHandlers({
+ *     onStreamReadable: (id) => id === 4 && pipe.readable(),
+ *     onStreamWritable: (id) => id === 4 && pipe.writable(),
+ *   });
+ * }
  * ```
  */
 export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {

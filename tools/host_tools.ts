@@ -71,3 +71,54 @@ export function requireTools(commands: string[]): void {
     }`,
   );
 }
+
+/** A property of the host, not a program, that some test needs. */
+export interface HostCapability {
+  /** Short name, e.g. `root`. */
+  name: string;
+  /** Which test needs it and how to provide it. */
+  hint: string;
+  /** Whether this host has it. */
+  present(): boolean;
+}
+
+/** Every host property some test needs; the setup step stops when one is missing. */
+export const HOST_CAPABILITIES: readonly HostCapability[] = [
+  {
+    name: "linux",
+    hint: "test/deploy/rootfs_test.ts runs the relay in Linux mount and pid namespaces",
+    present: () => Deno.build.os === "linux",
+  },
+  {
+    name: "root",
+    hint: "run the tests as root (uid 0): test/deploy/rootfs_test.ts chroots and switches to " +
+      "uid 65532",
+    present: () => Deno.uid() === 0,
+  },
+  {
+    name: "namespaces",
+    hint: "`unshare --mount --pid --fork --mount-proc true` must succeed (a container needs " +
+      "CAP_SYS_ADMIN, e.g. --privileged)",
+    present: () => {
+      if (Deno.build.os !== "linux" || !hasTool("unshare")) return false;
+      const probe = new Deno.Command("unshare", {
+        args: ["--mount", "--pid", "--fork", "--mount-proc", "true"],
+        stdout: "null",
+        stderr: "null",
+      }).outputSync();
+      return probe.code === 0;
+    },
+  },
+];
+
+/**
+ * Throws, naming each missing host property and how to provide it, when one of `names` is
+ * missing: like {@linkcode requireTools}, a test fails rather than being skipped.
+ */
+export function requireCapabilities(names: string[]): void {
+  const missing = HOST_CAPABILITIES.filter((c) => names.includes(c.name) && !c.present());
+  if (missing.length === 0) return;
+  throw new Error(
+    `this host lacks ${missing.map((c) => `${c.name} (${c.hint})`).join("; ")}`,
+  );
+}

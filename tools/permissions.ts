@@ -76,9 +76,20 @@ const bindFor = (host: string) => (host.includes(":") ? "[::]:0" : "0.0.0.0:0");
  * The `--allow-*` flags for `component` running with `config` (read from `configPath`).
  *
  * @example
- * ```ts ignore
- * const flags = permissionFlags("connector", config, "/etc/ztna/connector.json");
- * // ["--allow-net=relay.example.com:4433,0.0.0.0:0,10.0.0.5:53,10.0.0.2:0,127.0.0.1:9091", ...]
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connectorConfigSchema } from "../shared/config/mod.ts";
+ * import { permissionFlags } from "./permissions.ts";
+ *
+ * const config = connectorConfigSchema.parse({
+ *   relays: ["127.0.0.1:4433"],
+ *   tls: { cert: "c.pem", key: "k.pem", ca: "ca.pem" },
+ *   services: { dns: "udp://127.0.0.1:53" },
+ * });
+ * const flags = permissionFlags("connector", config, "/etc/ztna/connector.json", new Map(), () => []);
+ * // The relay, the dialing socket, the metrics listener, the backend and its socket's bind:
+ * assert.equal(flags[0], "--allow-net=127.0.0.1:4433,0.0.0.0:0,127.0.0.1:9091,127.0.0.1:53,127.0.0.1:0");
+ * assert.equal(flags[1], "--allow-read=/etc/ztna/connector.json,c.pem,k.pem,ca.pem");
  * ```
  *
  * @param component The component.
@@ -86,7 +97,7 @@ const bindFor = (host: string) => (host.includes(":") ? "[::]:0" : "0.0.0.0:0");
  * @param configPath The config file it reads, if any.
  * @param resolved Addresses of the host names it dials, looked up at launch.
  * @param interfaces The host's interface addresses (connector backend binds).
- * @returns The flags, `--allow-net` first.
+ * @returns The flags, `--allow-net` first, then `--allow-read`.
  */
 export function permissionFlags(
   component: Component,

@@ -1,12 +1,13 @@
 /**
  * The setup step of `deno task test`: makes sure every host program the tests drive is
  * installed. As root with apt-get, missing Debian packages are installed; otherwise it stops
- * before the tests with one list of what to install (exit 1). No test is skipped for a
- * missing tool.
+ * before the tests with one list of what to install (exit 1). Host properties some test
+ * needs (root, namespaces) are checked after the programs and listed the same way. No test is
+ * skipped for a missing tool.
  *
  * @module
  */
-import { hasTool, HOST_TOOLS } from "./host_tools.ts";
+import { hasTool, HOST_CAPABILITIES, HOST_TOOLS } from "./host_tools.ts";
 
 function missingTools() {
   return HOST_TOOLS.filter((tool) => !hasTool(tool.command));
@@ -31,8 +32,9 @@ if (packages.length > 0 && Deno.uid() === 0 && hasTool("apt-get")) {
   if (!installed) console.error("test setup: apt-get failed");
   missing = missingTools();
 }
-if (missing.length > 0) {
-  console.error("test setup: the tests need these programs, which are missing:");
+const lacking = HOST_CAPABILITIES.filter((capability) => !capability.present());
+if (missing.length > 0 || lacking.length > 0) {
+  console.error("test setup: the tests need these, which are missing:");
   for (const tool of missing) {
     console.error(
       `  ${tool.command}: ${
@@ -40,5 +42,6 @@ if (missing.length > 0) {
       }`,
     );
   }
+  for (const capability of lacking) console.error(`  ${capability.name}: ${capability.hint}`);
   Deno.exit(1);
 }

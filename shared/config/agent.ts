@@ -25,14 +25,13 @@ import { dialerConfigSchema, serviceNameSchema } from "./common.ts";
  * ```
  */
 export const agentConfigSchema = dialerConfigSchema({
-  /** Metrics/health listener, or null when "off". */
-  metrics: metricsAddressSchema.prefault("off"),
-  /**
-   * How long a new local TCP connection or UDP datagram waits for a relay session when none
-   * is up (start-up, reconnect) before it is refused; 0 refuses at once.
-   */
-  connect_hold_ms: z.number().int().nonnegative().prefault(5_000),
-  /** Local listeners, each forwarding to one service behind the relay. */
+  metrics: metricsAddressSchema.prefault("off").describe(
+    'TCP address of the metrics/health listener, or `"off"`.',
+  ),
+  connect_hold_ms: z.number().int().nonnegative().prefault(5_000).describe(
+    "How long (ms) a new local TCP connection or UDP datagram waits for a relay session when " +
+      "none is up (start-up, reconnect) before it is refused; 0 refuses at once.",
+  ),
   forwards: z.array(
     z.object({
       listen: serviceUrlSchema,
@@ -52,7 +51,10 @@ export const agentConfigSchema = dialerConfigSchema({
       }
       seen.add(key);
     });
-  }),
+  }).describe(
+    "Local listeners in order: each `listen` URL (udp:// or tcp://, port 0: ephemeral) " +
+      "forwards to one `service` behind the relay; the `ready` line lists them in this order.",
+  ),
 });
 
 /** The agent config after parsing and defaults. */

@@ -26,9 +26,11 @@ export const identitySchema: z.ZodString = z.string().min(1, {
 
 /** Zod schema: the relay's TLS files (PEM paths: certificate chain, private key, CA bundle). */
 export const relayTlsSchema = z.object({
-  cert: z.string().min(1),
-  key: z.string().min(1),
-  ca: z.string().min(1),
+  cert: z.string().min(1).describe("PEM file: the relay's certificate chain, leaf first."),
+  key: z.string().min(1).describe("PEM file: the private key of `tls.cert`."),
+  ca: z.string().min(1).describe(
+    "PEM file: the CA bundle that client certificates of connectors and agents must chain to.",
+  ),
 }).strict();
 
 /**
@@ -37,9 +39,16 @@ export const relayTlsSchema = z.object({
  * and may both be absent when the peer authenticates with a `token` only.
  */
 export const clientTlsSchema = relayTlsSchema.extend({
-  cert: z.string().min(1).optional(),
-  key: z.string().min(1).optional(),
-  server_name: z.string().min(1).prefault("localhost"),
+  cert: z.string().min(1).optional().describe(
+    "PEM file: this peer's client certificate (its identity is the CN); set with `tls.key`, " +
+      "or leave both unset and authenticate with `token` only.",
+  ),
+  key: z.string().min(1).optional().describe("PEM file: the private key of `tls.cert`."),
+  ca: z.string().min(1).describe("PEM file: the CA bundle the relay's certificate must chain to."),
+  server_name: z.string().min(1).prefault("localhost").describe(
+    "DNS name verified on the relay's certificate (a SAN of it); BoringSSL does not check IP " +
+      "SANs, so use a DNS name.",
+  ),
 }).strict().refine((tls) => (tls.cert === undefined) === (tls.key === undefined), {
   error: "tls.cert and tls.key go together: set both or neither",
   path: ["key"],
@@ -47,11 +56,10 @@ export const clientTlsSchema = relayTlsSchema.extend({
 
 /** Zod shape: how a dialing peer (connector, agent) authenticates besides its certificate. */
 export const dialerAuthFields = {
-  /**
-   * Token sent in `hello` when the relay's `auth` is `token` or `mtls+token`: a secret
-   * reference, `env:NAME` or `file:/path`, never the token itself.
-   */
-  token: secretSchema().optional(),
+  token: secretSchema().optional().describe(
+    "Token sent in `hello` when the relay's `auth` is `token` or `mtls+token`: a secret " +
+      "reference, `env:NAME` or `file:/path`, never the token itself.",
+  ),
 };
 
 /**
@@ -72,69 +80,81 @@ function requireCredential(
 }
 
 /** Zod schema: the log level, default `"info"`. */
-export const logLevelSchema = z.enum(logLevels).prefault("info");
+export const logLevelSchema = z.enum(logLevels).prefault("info").describe(
+  "Lowest level of the JSON log lines printed on stdout.",
+);
 
 const positiveMs = z.number().int().positive();
 const nonNegativeMs = z.number().int().nonnegative();
 
 /** Zod shape: lifecycle timings (ms) every component has. */
 export const lifecycleFields = {
-  /** Idle time after which a peer connection is closed. */
-  idle_timeout_ms: positiveMs.prefault(30_000),
-  /** Time flows get to finish after a shutdown signal. */
-  drain_ms: nonNegativeMs.prefault(3_000),
-  /** Hard bound on shutdown; exceeding it exits 1. */
-  shutdown_timeout_ms: positiveMs.prefault(10_000),
+  idle_timeout_ms: positiveMs.prefault(30_000).describe(
+    "QUIC idle timeout (ms): a peer connection that is silent this long is closed; " +
+      "connectors and agents ping at a third of it.",
+  ),
+  drain_ms: nonNegativeMs.prefault(3_000).describe(
+    "Time (ms) flows get to finish after SIGTERM/SIGINT, while readiness reports 503.",
+  ),
+  shutdown_timeout_ms: positiveMs.prefault(10_000).describe(
+    "Hard bound (ms) on shutdown; exceeding it logs and exits 1.",
+  ),
 };
 
 /** Zod shape: security fields every component has. */
 export const sandboxFields = {
-  /**
-   * Refuse to start (exit 2) when the process holds more Deno permissions than its config
-   * needs, instead of logging a warning. Also `--strict-sandbox`.
-   */
-  strict_sandbox: z.boolean().prefault(false),
+  strict_sandbox: z.boolean().prefault(false).describe(
+    "Refuse to start (exit 2) when the process holds more Deno permissions than its config " +
+      "needs, instead of logging a warning. Also `--strict-sandbox`.",
+  ),
 };
 
 /** Zod shape: the UDP socket layer every component has. */
 export const udpFields = {
   udp: z.object({
-    /**
-     * `batched` moves datagrams in batches through libc (`recvmmsg`/`sendmmsg`, GSO; Linux,
-     * needs `--allow-ffi` for libc), `portable` one Deno op per datagram; `auto` picks
-     * `batched` where it can run and logs the choice.
-     */
-    socket: z.enum(["auto", "batched", "portable"]).prefault("auto"),
-    /**
-     * Receive and send buffer size asked of the kernel per socket (batched sockets), capped
-     * by `net.core.rmem_max`/`wmem_max` unless the process may force it (CAP_NET_ADMIN).
-     */
-    buffer_bytes: z.number().int().min(65_536).max(1_073_741_824).prefault(4_194_304),
+    socket: z.enum(["auto", "batched", "portable"]).prefault("auto").describe(
+      "UDP socket kind: `batched` moves datagrams in batches through libc (`recvmmsg`/" +
+        "`sendmmsg`, GSO, large buffers; Linux, needs `--allow-ffi` for libc), `portable` " +
+        "one Deno op per datagram; `auto` picks `batched` where it can run and logs the choice.",
+    ),
+    buffer_bytes: z.number().int().min(65_536).max(1_073_741_824).prefault(4_194_304).describe(
+      "Receive and send buffer size asked of the kernel per batched socket; capped by " +
+        "`net.core.rmem_max`/`wmem_max` (a warning names them) unless the process may force " +
+        "it (root or CAP_NET_ADMIN).",
+    ),
   }).strict().prefault({}),
 };
 
 /** Zod shape: the fields of a dialing peer (connector, agent) that the relay does not have. */
 export const dialerFields = {
-  /** Relays to dial (a connector keeps a connection to each, an agent uses one at a time). */
-  relays: z.array(hostPortSchema).min(1, { error: "at least one relay is required" }),
+  relays: z.array(hostPortSchema).min(1, { error: "at least one relay is required" }).describe(
+    "Relays to dial: a connector keeps a connection to each, an agent uses one at a time.",
+  ),
   tls: clientTlsSchema,
-  /** Idle time after which a flow is forgotten. */
-  flow_idle_ms: positiveMs.prefault(60_000),
-  /**
-   * Reconnect backoff: the delay before redial n is random in [0, min(max_ms, base_ms * 2^n)),
-   * reset once a session has been up for 30 s. Defaults 1 s doubling to 30 s.
-   */
+  flow_idle_ms: positiveMs.prefault(60_000).describe(
+    "Time (ms) without traffic after which a flow and its socket are forgotten.",
+  ),
+  // The delay before redial n is random in [0, min(max_ms, base_ms * 2^n)), reset once a
+  // session has been up for 30 s (shared/backoff.ts).
   reconnect: z.object({
-    base_ms: positiveMs.prefault(1_000),
-    max_ms: positiveMs.prefault(30_000),
+    base_ms: positiveMs.prefault(1_000).describe(
+      "Reconnect backoff base (ms): redial n waits a random time below min(max_ms, base_ms * 2^n).",
+    ),
+    max_ms: positiveMs.prefault(30_000).describe(
+      "Reconnect backoff cap (ms); the backoff resets once a session has been up for 30 s.",
+    ),
   }).strict().refine((r) => r.max_ms >= r.base_ms, {
     error: "reconnect.max_ms must be at least reconnect.base_ms",
     path: ["max_ms"],
   }).prefault({}),
-  /** Bounds for reassembling fragmented datagrams. */
   reassembly: z.object({
-    max_bytes: z.number().int().positive().prefault(4_194_304),
-    timeout_ms: positiveMs.prefault(2_000),
+    max_bytes: z.number().int().positive().prefault(4_194_304).describe(
+      "Bytes of fragments of oversized UDP payloads held for reassembly; beyond it the " +
+        "oldest partial datagrams are dropped.",
+    ),
+    timeout_ms: positiveMs.prefault(2_000).describe(
+      "Time (ms) a partly received fragmented datagram waits for its missing fragments.",
+    ),
   }).strict().prefault({}),
 };
 

@@ -33,9 +33,9 @@ const ipLiteralSchema = z.string().refine(isIpLiteral, {
  * ```
  */
 export const connectorConfigSchema = dialerConfigSchema({
-  /** Metrics/health listener, or null when "off". */
-  metrics: metricsAddressSchema.prefault("127.0.0.1:9091"),
-  /** Services this connector offers, by name, with their backend addresses. */
+  metrics: metricsAddressSchema.prefault("127.0.0.1:9091").describe(
+    'TCP address of the metrics/health listener, or `"off"`.',
+  ),
   services: z.record(
     serviceNameSchema,
     z.preprocess(
@@ -44,35 +44,39 @@ export const connectorConfigSchema = dialerConfigSchema({
     ),
   ).refine((services) => Object.keys(services).length > 0, {
     error: "at least one service is required",
-  }),
-  /**
-   * Circuit breaker per TCP backend: `failures` consecutive connect failures open it; after
-   * `reset_ms` one probe connect may close it again.
-   */
+  }).describe(
+    "Services this connector offers: name → backend URL, or a list of them (e.g. UDP and TCP " +
+      "on port 53). UDP replies are accepted only from the backend's IP.",
+  ),
   circuit: z.object({
-    failures: z.number().int().positive().prefault(5),
-    reset_ms: z.number().int().nonnegative().prefault(5_000),
+    failures: z.number().int().positive().prefault(5).describe(
+      "Consecutive TCP connect failures to a backend that open its circuit breaker.",
+    ),
+    reset_ms: z.number().int().nonnegative().prefault(5_000).describe(
+      "Time (ms) an open breaker waits before one probe connect may close it again.",
+    ),
   }).strict().prefault({}),
-  /** A TCP backend connect taking longer than this fails (and counts for the breaker). */
-  connect_timeout_ms: z.number().int().positive().prefault(5_000),
-  /**
-   * Live flows (UDP and TCP; each holds one socket) this connector keeps, counted across all
-   * relays: `flows_per_agent` per agent identity (opens from a relay that names none share
-   * one "unknown" budget), `max_flows` in total. Keep `max_flows` well below the process's
-   * open-file limit (`LimitNOFILE=65536` in deploy/systemd) so the relay sessions, the
-   * metrics listener and the runtime keep descriptors. Opens beyond either are refused
-   * with `limit`.
-   */
+  connect_timeout_ms: z.number().int().positive().prefault(5_000).describe(
+    "A TCP backend connect taking longer than this (ms) fails and counts for the breaker.",
+  ),
+  // Flows are counted across all relays; keep `max_flows` well below the process's open-file
+  // limit (`LimitNOFILE=65536` in deploy/systemd) so the relay sessions, the metrics listener
+  // and the runtime keep descriptors.
   limits: z.object({
-    flows_per_agent: z.number().int().positive().prefault(1024),
-    max_flows: z.number().int().positive().prefault(16_384),
+    flows_per_agent: z.number().int().positive().prefault(1024).describe(
+      "Live flows (UDP and TCP, one socket each) per agent identity, across all relays; opens " +
+        'from a relay that names no agent share one "unknown" budget. More are refused (`limit`).',
+    ),
+    max_flows: z.number().int().positive().prefault(16_384).describe(
+      "Live flows in total; keep it well below the open-file limit. More are refused (`limit`).",
+    ),
   }).strict().prefault({}),
-  /**
-   * Addresses of backend host names, used instead of a lookup (the launcher fills in what it
-   * resolved at start). A name the connector looks up itself needs the sandbox to grant the
-   * bare name, which Deno reads as every port of that host.
-   */
-  hosts: z.record(z.string().min(1), z.array(ipLiteralSchema).min(1)).prefault({}),
+  // A name the connector looks up itself needs the sandbox to grant the bare name, which Deno
+  // reads as every port of that host; hence addresses resolved up front.
+  hosts: z.record(z.string().min(1), z.array(ipLiteralSchema).min(1)).prefault({}).describe(
+    "IP addresses of backend host names, used instead of a DNS lookup (the launcher fills in " +
+      "what it resolved at start).",
+  ),
 });
 
 /** The connector config after parsing and defaults. */

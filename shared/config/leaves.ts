@@ -24,6 +24,10 @@ export interface ConfigLeaf {
   kind: LeafKind;
   /** True when the schema has neither a default nor `.optional()` for this leaf. */
   required: boolean;
+  /** The leaf's schema, wrappers (default, optional) included: docs read its type and default. */
+  schema: z.ZodType;
+  /** The leaf's `.describe()` text, from any of its wrappers; docs/CONFIG.md prints it. */
+  description?: string;
 }
 
 /**
@@ -62,6 +66,8 @@ export function configLeaves(schema: z.ZodType): ConfigLeaf[] {
       env: `ZTNA_${path.join("_").toUpperCase()}`,
       kind: kindOf(inner),
       required: required && !optional,
+      schema: node,
+      description: describedText(node),
     });
   };
   walk(schema, [], true);
@@ -122,6 +128,23 @@ function unwrap(node: z.ZodType): { inner: z.ZodType; optional: boolean } {
       inner = inner.unwrap() as z.ZodType;
     } else {
       return { inner, optional };
+    }
+  }
+}
+
+/** The outermost `.describe()` text on `node` or the wrappers inside it. */
+function describedText(node: z.ZodType): string | undefined {
+  let current: z.ZodType = node;
+  for (;;) {
+    if (current.description !== undefined) return current.description;
+    if (
+      current instanceof z.ZodDefault || current instanceof z.ZodPrefault ||
+      current instanceof z.ZodOptional || current instanceof z.ZodNullable ||
+      current instanceof z.ZodReadonly
+    ) {
+      current = current.unwrap() as z.ZodType;
+    } else {
+      return undefined;
     }
   }
 }

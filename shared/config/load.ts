@@ -87,11 +87,18 @@ export function loadConfig<T>(schema: z.ZodType<T>, source: ConfigSource): T {
  * so nothing binds with a bad config.
  *
  * @example Usage
- * ```ts ignore
+ * ```ts
+ * import assert from "node:assert/strict";
  * import { loadConfigOrExit } from "./load.ts";
  * import { relayConfigSchema } from "./relay.ts";
  *
- * const config = loadConfigOrExit(relayConfigSchema, "relay");
+ * // A component passes nothing and reads this process's flags and ZTNA_* variables.
+ * const config = loadConfigOrExit(relayConfigSchema, "relay", {
+ *   args: ["--tls.cert=relay.pem", "--tls.key=relay.key", "--listen=127.0.0.1:0"],
+ *   env: { ZTNA_TLS_CA: "ca.pem" },
+ * });
+ * assert.deepEqual(config.listen, { host: "127.0.0.1", port: 0 });
+ * assert.equal(config.tls.ca, "ca.pem");
  * ```
  *
  * @param schema The component's config schema.

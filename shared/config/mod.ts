@@ -3,10 +3,17 @@
  * (defaults < JSON file < `ZTNA_*` env < flags), addresses and secret references.
  *
  * @example Usage
- * ```ts ignore
- * import { loadConfigOrExit, relayConfigSchema } from "../shared/config/mod.ts";
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { loadConfig, relayConfigSchema } from "./mod.ts";
  *
- * const config = loadConfigOrExit(relayConfigSchema, "relay");
+ * const config = loadConfig(relayConfigSchema, {
+ *   args: ["--config", "relay.json", "--limits.max_connections=100"],
+ *   env: {},
+ *   readFile: () => '{"tls": {"cert": "relay.pem", "key": "relay.key", "ca": "ca.pem"}}',
+ * });
+ * assert.equal(config.limits.max_connections, 100);
+ * assert.equal(config.auth, "mtls");
  * ```
  *
  * @module

@@ -59,7 +59,8 @@ export function createEdgeMetrics(
     }),
     drops: new Counter({
       name: `${prefix}drops_total`,
-      help: "Payloads dropped, by reason.",
+      help: "Payloads dropped, by reason (e.g. unknown_flow, malformed_stream, reassembly_*; " +
+        "agent: service_down, refused, not_connected, draining, open_queue_full).",
       labelNames: ["reason"],
       registers,
     }),

@@ -287,7 +287,9 @@ Deno.test("startOpsListener() cuts off a slow client with 408 after readTimeoutM
     const elapsed = performance.now() - started;
     assert.equal(response.status, 408);
     assertFraming(response);
-    assert(elapsed >= 150 && elapsed < 1500, `cut off after ${elapsed} ms`);
+    // Not before the timeout (timers only fire late, never early); how late is the machine's
+    // business, so readToEnd's 2 s is only a hang guard.
+    assert(elapsed >= 150, `cut off after ${elapsed} ms, before readTimeoutMs`);
     assert.deepEqual(rejects, ["read timeout"]);
   } finally {
     conn.close();
@@ -594,10 +596,15 @@ Deno.test("startOpsListener() close() is bounded while a client holds a connecti
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: ops.addr.port });
   try {
     await writeAll(conn, encoder.encode("GET /metrics HTTP/1.1\r\n"));
-    const started = performance.now();
-    await ops.close();
-    const elapsed = performance.now() - started;
-    assert(elapsed < 1000, `close took ${elapsed} ms`);
+    // close() gives up on the held connection after closeTimeoutMs instead of waiting for
+    // the client; the 10 s race is a hang guard, not a speed bound.
+    let guard: ReturnType<typeof setTimeout> | undefined;
+    const closed = await Promise.race([
+      ops.close().then(() => true),
+      new Promise<false>((r) => guard = setTimeout(() => r(false), 10_000)),
+    ]);
+    clearTimeout(guard);
+    assert(closed, "close() did not return while a client held a connection");
     assert.equal((await readToEnd(conn, 2000)).length, 0);
     await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: ops.addr.port }));
     await ops.close(); // idempotent
