@@ -24,9 +24,9 @@ COPY connector/ connector/
 COPY agent/ agent/
 RUN ["deno", "check", "--frozen", "relay/main.ts", "connector/main.ts", "agent/main.ts"]
 # Permissions are baked into each binary (never -A). Config and certificates live under
-# /etc/ztna; the compiled binary extracts its quiche addon to $TMPDIR (/tmp), the only path
-# --allow-ffi reaches. The relay answers peers anywhere; connector and agent destinations come
-# from their config at run time, so their network scope is enforced around the container
+# /etc/ztna; the compiled binary extracts its quiche addon to $TMPDIR (/tmp); --allow-ffi
+# reaches that and the libc file the batched UDP socket calls. The relay answers peers
+# anywhere; connector and agent destinations come from their config at run time, so their network scope is enforced around the container
 # (deploy/k8s NetworkPolicy, deploy/systemd IPAddressAllow) rather than baked in here. The
 # connector lists network interfaces to bind each backend socket to the routed address.
 RUN ["deno", "compile", "--frozen", "--cached-only", "--unstable-net", "--no-prompt", \
