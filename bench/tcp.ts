@@ -5,7 +5,8 @@
  * TLS client + server pair. Then time to first byte of a new TCP flow (connect → first byte
  * of a server that speaks first) through the tunnel and directly.
  *
- * Flags: `--seconds=N` per iperf3 run (default 4), `--only=direct,ztna,…`.
+ * Flags: `--seconds=N` per iperf3 run (default 4), `--only=direct,ztna,ztna_portable,…`
+ * (`ztna` runs on the batched UDP socket, `ztna_portable` on the portable one).
  *
  * @module
  */
@@ -28,7 +29,7 @@ const seconds = Number(Deno.args.find((a) => a.startsWith("--seconds="))?.slice(
 const only = Deno.args.find((a) => a.startsWith("--only="))?.slice(7).split(",") ?? null;
 // One iperf3 server per path: a run that leaves its server stuck cannot block the others.
 const iperfPorts = Object.fromEntries(
-  ["direct", "ztna", "nginx", "stunnel"].map((path) => [path, freePort()]),
+  ["direct", "ztna", "ztna_portable", "nginx", "stunnel"].map((path) => [path, freePort()]),
 );
 const servers = Object.values(iperfPorts).map((port) =>
   startPeer("iperf3", ["-s", "-B", "127.0.0.1", "-p", String(port)])
@@ -42,18 +43,28 @@ const results: Record<string, unknown>[] = [];
 const ttfb: Record<string, unknown>[] = [];
 try {
   await sleep(300);
-  const tunnel = await startBenchTunnel({
-    services: {
-      iperf: [`tcp://127.0.0.1:${iperfPorts.ztna}`],
-      banner: [`tcp://127.0.0.1:${banner.port}`],
-    },
-    forwards: [
-      { listen: "tcp://127.0.0.1:0", service: "iperf" },
-      { listen: "tcp://127.0.0.1:0", service: "banner" },
-    ],
-    limits: { flows_per_connection: 4096 },
-  });
-  cleanups.unshift(() => tunnel.stop());
+  // The tunnel on each UDP socket kind, so before (portable) and after come from one run.
+  const tunnelOn = async (udpSocket: "batched" | "portable") => {
+    // Each its own iperf3 server: one still draining a run (data buffered in the tunnel)
+    // would answer the next run "busy".
+    const iperfPort = udpSocket === "batched" ? iperfPorts.ztna : iperfPorts.ztna_portable;
+    const tunnel = await startBenchTunnel({
+      services: {
+        iperf: [`tcp://127.0.0.1:${iperfPort}`],
+        banner: [`tcp://127.0.0.1:${banner.port}`],
+      },
+      forwards: [
+        { listen: "tcp://127.0.0.1:0", service: "iperf" },
+        { listen: "tcp://127.0.0.1:0", service: "banner" },
+      ],
+      limits: { flows_per_connection: 4096 },
+      udpSocket,
+    });
+    cleanups.unshift(() => tunnel.stop());
+    return tunnel;
+  };
+  const tunnel = await tunnelOn("batched");
+  const portable = await tunnelOn("portable");
   const nginx = await startNginxStream("tcp", iperfPorts.nginx);
   cleanups.unshift(() => nginx.stop());
   const nginxPort = nginx.port;
@@ -63,6 +74,7 @@ try {
     nginx: nginxPort,
     stunnel: stunnelPort,
     ztna: listenPort(tunnel.listen[0]),
+    ztna_portable: listenPort(portable.listen[0]),
   };
   for (const [path, port] of Object.entries(paths)) {
     if (only !== null && !only.includes(path)) continue;
