@@ -150,11 +150,26 @@ export interface UdpSocket {
 /**
  * Binds a UDP socket of the process's kind and starts its read loop.
  *
- * @example
- * ```ts ignore
- * const socket = openUdpSocket({ host: "127.0.0.1", port: 0, onPacket: (d, from) => {} });
- * socket.send(new TextEncoder().encode("hi"), udpTarget("127.0.0.1", 7));
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { openUdpSocket, udpTarget } from "./udp_socket.ts";
+ *
+ * let heard = "";
+ * const socket = openUdpSocket({
+ *   host: "127.0.0.1",
+ *   port: 0,
+ *   onPacket: (data) => void (heard = new TextDecoder().decode(data)),
+ * });
+ * socket.send(new TextEncoder().encode("hi"), udpTarget("127.0.0.1", socket.addr.port));
+ * for (let i = 0; i < 100 && heard === ""; i++) await new Promise((r) => setTimeout(r, 10));
+ * socket.close();
+ * await socket.closed;
+ * assert.equal(heard, "hi");
  * ```
+ *
+ * @param options Where to bind, the packet handler, and buffer sizes.
+ * @returns The bound socket, reading.
  */
 export function openUdpSocket(options: UdpSocketOptions): UdpSocket {
   const conn = bindAddress(
