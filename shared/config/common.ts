@@ -87,6 +87,28 @@ export const lifecycleFields = {
   shutdown_timeout_ms: positiveMs.prefault(10_000),
 };
 
+/** Zod schema: where a component's audit records go (docs/AUDIT.md). */
+export const auditSchema = z.object({
+  /** `stdout` (beside the logs), `file` (with rotation) or `off`. */
+  destination: z.enum(["stdout", "file", "off"]).prefault("stdout"),
+  /** The live audit file when `destination` is `file`; the sandbox may write only it. */
+  file: z.string().min(1).optional(),
+  /** The live file is rotated before a write would take it past this size. */
+  max_bytes: z.number().int().min(4096).prefault(104_857_600),
+  /** Rotated files kept (`<file>.1` newest ... `<file>.<keep>`); 0 truncates instead. */
+  keep: z.number().int().nonnegative().max(100).prefault(5),
+  /** Records waiting for the writer at most; more are dropped and counted. */
+  queue: z.number().int().positive().prefault(4096),
+}).strict().refine((audit) => audit.destination !== "file" || audit.file !== undefined, {
+  error: 'required when audit.destination is "file"',
+  path: ["file"],
+});
+
+/** Zod shape: the audit log every component has. */
+export const auditFields = {
+  audit: auditSchema.prefault({}),
+};
+
 /** Zod shape: security fields every component has. */
 export const sandboxFields = {
   /**
@@ -133,6 +155,7 @@ export function dialerConfigSchema<T extends z.ZodRawShape>(fields: T) {
     ...dialerFields,
     ...dialerAuthFields,
     ...sandboxFields,
+    ...auditFields,
   }).strict().superRefine((config, ctx) =>
     requireCredential(config as { tls: { cert?: string }; token?: unknown }, ctx)
   );

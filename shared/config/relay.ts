@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { hostPortSchema, metricsAddressSchema } from "./address.ts";
 import {
+  auditFields,
   identitySchema,
   lifecycleFields,
   logLevelSchema,
@@ -44,9 +45,15 @@ export const relayConfigSchema = z.object({
       agents: z.array(identitySchema),
     }).strict(),
   ).prefault({}),
+  /**
+   * This relay's name in audit records and on the status page (e.g. the pod name); by default
+   * its bound QUIC address.
+   */
+  id: z.string().min(1).max(128).optional(),
   log_level: logLevelSchema,
   ...lifecycleFields,
   ...sandboxFields,
+  ...auditFields,
   /**
    * How connectors and agents authenticate: `mtls` (client certificate, identity = its CN),
    * `token` (no client certificate; the `hello` token names the identity) or `mtls+token`
