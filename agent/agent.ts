@@ -244,7 +244,9 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
           ...traced,
         });
         for (const payload of client.queue) {
-          const dropped = datagrams?.send(message.flow, payload) ?? "not_ready";
+          // Not `send(...) ?? "not_ready"`: `??` also replaces send's null (sent), which
+          // counted every payload queued during the open as dropped.
+          const dropped = datagrams === null ? "not_ready" : datagrams.send(message.flow, payload);
           if (dropped !== null) metrics.drops.inc({ reason: dropped });
           else {
             metrics.datagrams.inc({ direction: "to_relay" });
