@@ -100,7 +100,7 @@ function serviceTrafficCounters(
         for (const [service, totals] of Object.entries(traffic())) {
           for (const toConnector of [true, false]) {
             const direction = toConnector ? "to_connector" : "to_agent";
-            const key = `${service}|${direction}`;
+            const key = `${name}|${service}|${direction}`;
             const total = pick(totals, toConnector);
             const delta = total - (exported.get(key) ?? 0);
             // inc(0) too: a service of the policy has its series before its first flow.
