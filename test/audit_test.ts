@@ -49,7 +49,8 @@ Deno.test("audit: UDP and TCP flows, a refused open and a policy reload are reco
       { listen: "tcp://127.0.0.1:0", service: "tcpecho" },
     ],
     extraClients: ["agent-2"],
-    relay: { id: "relay-a", audit: { destination: "file", file: auditFile } },
+    // Strict: the derived sandbox (write access to the audit files only) must be exact.
+    relay: { id: "relay-a", strict_sandbox: true, audit: { destination: "file", file: auditFile } },
     // A short idle time ends the UDP flow (and so writes its close) soon after the test.
     agent: { flow_idle_ms: 1000 },
     processes: [echo.proc],
