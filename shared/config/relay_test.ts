@@ -15,6 +15,7 @@ Deno.test("relayConfigSchema", async (t) => {
       drain_ms: 3000,
       shutdown_timeout_ms: 10000,
       strict_sandbox: false,
+      audit: { destination: "stdout", max_bytes: 104_857_600, keep: 5, queue: 4096 },
       auth: "mtls",
       tokens: {},
       limits: {
