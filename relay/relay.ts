@@ -45,8 +45,10 @@ import { createTcpFlows, type OpenDecision } from "./tcp_flows.ts";
 import type { AuditLog } from "../shared/audit_log.ts";
 import { formatHostPort } from "../shared/config/address.ts";
 import {
+  addTotals,
   countFlow,
   createFlowLedger,
+  emptyTotals,
   type FlowEntry,
   type FlowTotals,
 } from "../shared/flow_ledger.ts";
@@ -227,7 +229,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     serviceTraffic: () => {
       const totals = ledger.serviceTotals();
       return Object.fromEntries(
-        Object.keys(policyServices).map((name) => [name, totals.get(name) ?? zeroTotals()]),
+        Object.keys(policyServices).map((name) => [name, totals.get(name) ?? emptyTotals()]),
       );
     },
   });
@@ -251,8 +253,8 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     ledger,
     tracer: deps.tracer,
     flowFields: (agent, connector, rule) => flowFields(agent, connector, rule),
-    refused: (agent, service, reason, span) =>
-      ledger.refused({ ...agentFields(agent), service, protocol: "tcp", reason, ...span }),
+    refused: (agent, service, reason, fields) =>
+      ledger.refused({ ...agentFields(agent), service, protocol: "tcp", reason, ...fields }),
     closed: (agent, entry) => addTotals(agent.closedTotals, entry),
   });
 
@@ -336,7 +338,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       }),
       shed: false,
       since: Date.now(),
-      closedTotals: zeroTotals(),
+      closedTotals: emptyTotals(),
     };
     session.channel = createControlChannel(conn, {
       maxFrameBytes: config.limits.max_frame_bytes,
@@ -995,17 +997,6 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       server.close();
     },
   };
-}
-
-function zeroTotals(): FlowTotals {
-  return { bytesToService: 0, bytesToAgent: 0, packetsToService: 0, packetsToAgent: 0 };
-}
-
-function addTotals(into: FlowTotals, from: FlowTotals): void {
-  into.bytesToService += from.bytesToService;
-  into.bytesToAgent += from.bytesToAgent;
-  into.packetsToService += from.packetsToService;
-  into.packetsToAgent += from.packetsToAgent;
 }
 
 /** A connection's peer as `host:port` (`[v6]:port`). */

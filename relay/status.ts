@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { FlowEntry, FlowTotals } from "../shared/flow_ledger.ts";
+import { addTotals, emptyTotals, type FlowEntry, type FlowTotals } from "../shared/flow_ledger.ts";
 import type { StatusPage } from "../shared/ops/status_page.ts";
 
 /** One authenticated connection, as the relay knows it. */
@@ -114,7 +114,6 @@ export function relayStatus(input: RelayStatusInput): RelayStatus {
   const flowsActive = { udp: 0, tcp: 0 };
   for (const flow of input.flows) flowsActive[flow.protocol]++;
   const names = [...new Set([...input.services, ...input.flows.map((f) => f.service)])].sort();
-  const zero = { bytesToService: 0, bytesToAgent: 0, packetsToService: 0, packetsToAgent: 0 };
   // A live connection's peer address is unique on the relay's socket: it ties flows to agents.
   const byPeer = new Map<string, FlowEntry[]>();
   for (const flow of input.flows) {
@@ -143,17 +142,12 @@ export function relayStatus(input: RelayStatusInput): RelayStatus {
         since: iso(f.since),
         ...traffic(f),
       })),
-      ...traffic(input.traffic.get(name) ?? zero),
+      ...traffic(input.traffic.get(name) ?? emptyTotals()),
     })),
     agents: input.sessions.filter((s) => s.role === "agent").map((s) => {
       const flows = byPeer.get(s.peer) ?? [];
       const sum = { ...s.closedTotals };
-      for (const f of flows) {
-        sum.bytesToService += f.bytesToService;
-        sum.bytesToAgent += f.bytesToAgent;
-        sum.packetsToService += f.packetsToService;
-        sum.packetsToAgent += f.packetsToAgent;
-      }
+      for (const f of flows) addTotals(sum, f);
       return {
         identity: s.identity,
         peer: s.peer,

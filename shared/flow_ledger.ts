@@ -95,14 +95,13 @@ export function countFlow(entry: FlowTotals, toService: boolean, bytes: number, 
   }
 }
 
-const zero = (): FlowTotals => ({
-  bytesToService: 0,
-  bytesToAgent: 0,
-  packetsToService: 0,
-  packetsToAgent: 0,
-});
+/** Totals of nothing yet. */
+export function emptyTotals(): FlowTotals {
+  return { bytesToService: 0, bytesToAgent: 0, packetsToService: 0, packetsToAgent: 0 };
+}
 
-function add(into: FlowTotals, from: FlowTotals): void {
+/** Adds `from` into `into` (e.g. a closed flow into its agent's totals). */
+export function addTotals(into: FlowTotals, from: FlowTotals): void {
   into.bytesToService += from.bytesToService;
   into.bytesToAgent += from.bytesToAgent;
   into.packetsToService += from.packetsToService;
@@ -153,7 +152,7 @@ export function createFlowLedger(
         protocol: info.protocol,
         since: now(),
         fields: info.fields,
-        ...zero(),
+        ...emptyTotals(),
       };
       live.add(entry);
       audit.write("flow_open", {
@@ -168,8 +167,8 @@ export function createFlowLedger(
     close(entry, reason, fields) {
       if (!live.delete(entry)) return;
       let totals = closed.get(entry.service);
-      if (totals === undefined) closed.set(entry.service, totals = zero());
-      add(totals, entry);
+      if (totals === undefined) closed.set(entry.service, totals = emptyTotals());
+      addTotals(totals, entry);
       audit.write("flow_close", {
         ...entry.fields,
         service: entry.service,
@@ -193,8 +192,8 @@ export function createFlowLedger(
       for (const [service, sum] of closed) totals.set(service, { ...sum });
       for (const entry of live) {
         let sum = totals.get(entry.service);
-        if (sum === undefined) totals.set(entry.service, sum = zero());
-        add(sum, entry);
+        if (sum === undefined) totals.set(entry.service, sum = emptyTotals());
+        addTotals(sum, entry);
       }
       return totals;
     },
