@@ -271,3 +271,40 @@ Deno.test("audit: an unwritable audit file costs audit records, never flows; dro
     await trio.stop();
   }
 });
+
+Deno.test("audit: a destination that never takes a byte (a FIFO nobody reads) stalls no flow", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ztna-audit-" });
+  const fifo = join(dir, "audit.fifo");
+  const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+  assert.ok(made.success, "mkfifo");
+  const echo = await startEchoService();
+  const trio = await startTrio({
+    backends: { echo: `udp://127.0.0.1:${echo.port}` },
+    forwards: [{ listen: "udp://127.0.0.1:0", service: "echo" }],
+    // Opening a FIFO without a reader blocks forever: the writer hangs on its first record.
+    relay: { audit: { destination: "file", file: fifo, queue: 2 } },
+    processes: [echo.proc],
+    cleanups: [() => Deno.remove(dir, { recursive: true })],
+  });
+  try {
+    const port = portOf(trio.listen[0]);
+    // Five local clients: five flows, five flow_open records behind the stuck register.
+    for (let c = 0; c < 5; c++) {
+      const client = udpClient();
+      for (let i = 0; i < 4; i++) {
+        await client.send(new Uint8Array([c, i]), port);
+        assert.deepEqual(await client.receive(5000), new Uint8Array([c, i]), `client ${c} #${i}`);
+      }
+      client.close();
+    }
+    const samples = await scrape(String(trio.relay.ready.metrics));
+    assert.equal(metric(samples, 'ztna_relay_datagrams_relayed_total{direction="to_agent"}'), 20);
+    // register in the writer, two records queued, the other three dropped.
+    assert.equal(metric(samples, 'ztna_relay_audit_dropped_total{reason="queue_full"}'), 3);
+    // Shutdown is bounded too: the flush gives up, the relay exits cleanly.
+    assert.equal(await trio.relay.stop("SIGTERM", 10_000), 0);
+    console.log("audit: stalled FIFO destination: 20/20 datagrams echoed, 3 records dropped");
+  } finally {
+    await trio.stop();
+  }
+});
