@@ -852,6 +852,16 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         other.pending.delete(flow);
       }
     }
+    if (session.role === "connector" && session.offers.size > 0) {
+      // Its registrations end with the connection: the record says so, as for a deregister.
+      audit("deregister", {
+        identity: session.identity,
+        role: "connector",
+        peer: peerAddress(session),
+        services: [...new Set([...session.offers].map((offer) => offer.split("/")[0]))],
+        cause: "disconnect",
+      });
+    }
     for (const service of registry.removeSession(session)) announcer.changed(service);
     announcer.forget(session);
     metrics.servicesRegistered.set(registry.size);

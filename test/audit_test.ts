@@ -218,6 +218,16 @@ Deno.test("audit: UDP and TCP flows, a refused open and a policy reload are reco
     assert.equal(reload.services, 3);
     client.close();
 
+    // A connector that drains deregisters everything.
+    await connector.stop("SIGTERM");
+    const deregister = await waitFor(
+      "deregister record",
+      async () => (await relayAudit()).find((r) => r.audit === "deregister"),
+    );
+    assert.equal(deregister.identity, "connector-1");
+    assert.equal(deregister.services, "all");
+    assert.equal(deregister.cause, "connector");
+
     // Every record written was handed over: none dropped.
     const samples = await scrape(String(relay.ready.metrics));
     assert.equal(metric(samples, 'ztna_relay_audit_dropped_total{reason="queue_full"}'), 0);
@@ -304,6 +314,31 @@ Deno.test("audit: a destination that never takes a byte (a FIFO nobody reads) st
     // Shutdown is bounded too: the flush gives up, the relay exits cleanly.
     assert.equal(await trio.relay.stop("SIGTERM", 10_000), 0);
     console.log("audit: stalled FIFO destination: 20/20 datagrams echoed, 3 records dropped");
+  } finally {
+    await trio.stop();
+  }
+});
+
+Deno.test("audit: a connector that vanishes is recorded as deregistered by disconnect", async () => {
+  const echo = await startEchoService();
+  // A short idle timeout, so the relay notices the killed connector soon (pings every 0.7 s).
+  const trio = await startTrio({
+    backends: { echo: `udp://127.0.0.1:${echo.port}` },
+    forwards: [{ listen: "udp://127.0.0.1:0", service: "echo" }],
+    relay: { idle_timeout_ms: 2000 },
+    connector: { idle_timeout_ms: 2000 },
+    agent: { idle_timeout_ms: 2000 },
+    processes: [echo.proc],
+  });
+  try {
+    await trio.connector.stop("SIGKILL");
+    const record = await waitFor(
+      "deregister on disconnect",
+      () => stdoutAudit(trio.relay, "deregister").find((r) => r.cause === "disconnect"),
+      15_000,
+    );
+    assert.equal(record.identity, "connector-1");
+    assert.deepEqual(record.services, ["echo"]);
   } finally {
     await trio.stop();
   }
