@@ -22,6 +22,10 @@ import {
 } from "../shared/quic/udp_socket.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import { startTcpForwards } from "./tcp_forward.ts";
+import type { AuditLog } from "../shared/audit_log.ts";
+import { countFlow, createFlowLedger, type FlowEntry } from "../shared/flow_ledger.ts";
+import type { FlowSpan, FlowTracer } from "../shared/trace.ts";
+import { localFields, openRefused, startOpenSpan } from "./flow_audit.ts";
 
 /** Payloads held per client while its flow is being opened. */
 const MAX_QUEUED = 64;
@@ -43,6 +47,10 @@ interface ClientFlow {
   lastActive: number;
   /** When the first payload held for a missing session arrived. */
   heldSince: number;
+  /** The span of the open in progress, from the first packet to the relay's answer. */
+  span: FlowSpan | null;
+  /** The ledger entry while the flow is open. */
+  entry: FlowEntry | null;
 }
 
 /** A bound forward: local socket plus the service it reaches. */
@@ -78,11 +86,15 @@ export interface AgentDeps {
   onHandlerError?: HandlerErrorReporter;
   /** Called whenever a relay session comes up. */
   onConnected?: () => void;
+  /** Where the agent's view of its flows goes (docs/AUDIT.md). */
+  audit: AuditLog;
+  /** Spans of flow setup. */
+  tracer: FlowTracer;
 }
-
 /** Starts the agent described by `config`. */
 export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
   const { logger, metrics } = deps;
+  const ledger = createFlowLedger(deps.audit);
   let tls = deps.tls;
   const stop = new AbortController();
   let session: RelaySession | null = null;
@@ -147,6 +159,8 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
         refusedUntil: 0,
         lastActive: now,
         heldSince: 0,
+        span: null,
+        entry: null,
       };
       forward.clients.set(key, client);
     }
@@ -159,6 +173,7 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
       }
       metrics.datagrams.inc({ direction: "to_relay" });
       metrics.bytes.inc({ direction: "to_relay" }, data.length);
+      if (client.entry !== null) countFlow(client.entry, true, data.length);
       return;
     }
     if (client.refusedUntil > now) {
@@ -173,6 +188,8 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
       metrics.drops.inc({ reason: "open_queue_full" });
       return;
     }
+    // The open's trace starts with the first packet that needs it, held or not.
+    client.span ??= startOpenSpan(deps.tracer, forward.service, "udp", localOf(client));
     if (session === null) {
       // Held for the session (start-up, reconnect) for up to connect_hold_ms; see the sweeper.
       if (config.connect_hold_ms === 0) {
@@ -193,11 +210,13 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     client.flow = null;
     client.openedAt = performance.now();
     byRequest.set(client.request, client);
+    const traceparent = client.span?.traceparent;
     current.send({
       type: "open",
       id: client.request,
       service: client.forward.service,
       protocol: "udp",
+      ...(traceparent === undefined ? {} : { traceparent }),
     });
   }
 
@@ -213,13 +232,31 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
         metrics.flowsOpened.inc({ protocol: "udp" });
         metrics.flowsActive.inc({ protocol: "udp" });
         metrics.flowSetup.observe((performance.now() - client.openedAt) / 1000);
-        logger.debug("flow opened", { service: client.forward.service, flow: message.flow });
+        const traced = client.span?.logFields ?? {};
+        client.entry = ledger.open({
+          id: message.flow,
+          service: client.forward.service,
+          protocol: "udp",
+          fields: localFields(localOf(client), client.session?.relay),
+          openFields: traced,
+        });
+        client.span?.set({ "ztna.flow": message.flow });
+        client.span?.end();
+        client.span = null;
+        logger.debug("flow opened", {
+          service: client.forward.service,
+          flow: message.flow,
+          ...traced,
+        });
         for (const payload of client.queue) {
-          const dropped = datagrams?.send(message.flow, payload) ?? "not_ready";
+          // Not `send(...) ?? "not_ready"`: `??` also replaces send's null (sent), which
+          // counted every payload queued during the open as dropped.
+          const dropped = datagrams === null ? "not_ready" : datagrams.send(message.flow, payload);
           if (dropped !== null) metrics.drops.inc({ reason: dropped });
           else {
             metrics.datagrams.inc({ direction: "to_relay" });
             metrics.bytes.inc({ direction: "to_relay" }, payload.length);
+            countFlow(client.entry, true, payload.length);
           }
         }
         client.queue = [];
@@ -234,16 +271,25 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
         client.queue = [];
         client.request = 0;
         client.refusedUntil = Date.now() + REFUSAL_HOLD_MS;
-        logger.error("relay refused flow", {
-          service: client.forward.service,
-          reason: message.reason,
-          detail: message.message,
-        });
+        openRefused(
+          ledger,
+          logger,
+          client.span,
+          {
+            service: client.forward.service,
+            protocol: "udp",
+            local: localOf(client),
+            relay: client.session?.relay ?? "",
+          },
+          message.reason,
+          message.message,
+        );
+        client.span = null;
         return;
       }
       case "close": {
         const client = byFlow.get(message.flow);
-        if (client !== undefined) forgetClient(client, false);
+        if (client !== undefined) forgetClient(client, false, "relay_close");
         return;
       }
       case "service_down":
@@ -265,9 +311,11 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     }
   }
 
-  function forgetClient(client: ClientFlow, notify: boolean): void {
+  function forgetClient(client: ClientFlow, notify: boolean, reason: string): void {
     client.forward.clients.delete(client.key);
     if (client.request !== 0) byRequest.delete(client.request);
+    client.span?.end(reason);
+    if (client.entry !== null) ledger.close(client.entry, reason);
     if (client.flow !== null) {
       byFlow.delete(client.flow);
       datagrams?.dropFlow(client.flow);
@@ -285,6 +333,8 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     holdMs: config.connect_hold_ms,
     logger,
     metrics,
+    ledger,
+    tracer: deps.tracer,
   });
 
   const link = runRelayLink({
@@ -328,6 +378,7 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
           client.forward.socket.send(payload, client.target);
           metrics.datagrams.inc({ direction: "from_relay" });
           metrics.bytes.inc({ direction: "from_relay" }, payload.length);
+          if (client.entry !== null) countFlow(client.entry, false, payload.length);
         });
         if (dropped) metrics.drops.inc({ reason: dropped });
       },
@@ -342,7 +393,9 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
         metrics.relayConnected.set(0);
         // Flows belonged to that session; clients re-open on their next packet.
         for (const forward of forwards) {
-          for (const client of [...forward.clients.values()]) forgetClient(client, false);
+          for (const client of [...forward.clients.values()]) {
+            forgetClient(client, false, "session_lost");
+          }
         }
         logger.warn("relay session lost", { reason });
       },
@@ -354,7 +407,7 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     const idleBefore = now - config.flow_idle_ms;
     for (const forward of forwards) {
       for (const client of [...forward.clients.values()]) {
-        if (client.lastActive < idleBefore) forgetClient(client, true);
+        if (client.lastActive < idleBefore) forgetClient(client, true, "idle");
         else if (session === null && client.queue.length > 0) {
           if (now - client.heldSince < config.connect_hold_ms) continue;
           metrics.drops.inc({ reason: "not_connected" }, client.queue.length);
@@ -404,7 +457,7 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
       }
       clearInterval(sweeper);
       for (const forward of forwards) {
-        for (const client of [...forward.clients.values()]) forgetClient(client, true);
+        for (const client of [...forward.clients.values()]) forgetClient(client, true, "drain");
       }
       // TCP clients may finish what they are exchanging within the drain period.
       const tcpDeadline = Date.now() + drainMs;
@@ -416,4 +469,10 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
       await link;
     },
   };
+}
+
+/** A local client's address, `host:port`. */
+function localOf(client: ClientFlow): string {
+  const [host, port] = client.key.split("|");
+  return formatHostPort({ host, port: Number(port) });
 }

@@ -14,9 +14,11 @@ runComponent({
   component: "agent",
   schema: agentConfigSchema,
   unscopedNet: false,
-  start: (config, { logger, tls, ops }) =>
+  start: (config, { logger, tls, ops, audit, tracer }) =>
     startAgent(config, {
       logger,
+      audit,
+      tracer,
       onHandlerError: ops.onHandlerError,
       tls,
       metrics: createAgentMetrics(ops.registry),

@@ -20,6 +20,9 @@ import {
 } from "../shared/stream_header_io.ts";
 import { pipeStreamSocket, type TcpPipe } from "../shared/tcp_pipe.ts";
 import type { AgentMetrics } from "./metrics.ts";
+import { countFlow, type FlowLedger } from "../shared/flow_ledger.ts";
+import type { FlowSpan, FlowTracer } from "../shared/trace.ts";
+import { localFields, openRefused, startOpenSpan } from "./flow_audit.ts";
 
 /** Options for {@linkcode startTcpForwards}. */
 export interface TcpForwardOptions {
@@ -39,6 +42,9 @@ export interface TcpForwardOptions {
   holdMs?: number;
   logger: Logger;
   metrics: AgentMetrics;
+  /** The agent's flow ledger (audit records of TCP flows). */
+  ledger: FlowLedger;
+  tracer: FlowTracer;
 }
 
 /** The running TCP forwards; the agent routes non-control stream events here. */
@@ -68,6 +74,10 @@ interface Flow {
   pipe: TcpPipe | null;
   started: number;
   timer: ReturnType<typeof setTimeout> | undefined;
+  /** The local client's address. */
+  local: string;
+  /** The open's span, from the accept to the relay's answer. */
+  span: FlowSpan;
 }
 
 interface SessionFlows {
@@ -84,6 +94,8 @@ interface SessionFlows {
  * import assert from "node:assert/strict";
  * import { Registry } from "prom-client";
  * import { createLogger } from "../shared/log.ts";
+ * import { createFlowLedger } from "../shared/flow_ledger.ts";
+ * import { createFlowTracer } from "../shared/trace.ts";
  * import { createAgentMetrics } from "./metrics.ts";
  * import { startTcpForwards } from "./tcp_forward.ts";
  *
@@ -93,6 +105,8 @@ interface SessionFlows {
  *   session: () => null, // no relay session yet: connections would be held
  *   logger: createLogger("agent", { level: "error" }),
  *   metrics: createAgentMetrics(registry),
+ *   ledger: createFlowLedger({ write() {} }), // audit records go nowhere here
+ *   tracer: createFlowTracer("agent"),
  * });
  * assert.match(tcp.listening[0], /^tcp:\/\/127\.0\.0\.1:\d+$/);
  * assert.equal(tcp.count(), 0);
@@ -100,7 +114,7 @@ interface SessionFlows {
  * ```
  */
 export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
-  const { logger, metrics, openTimeoutMs = 10_000, holdMs = 5000 } = options;
+  const { logger, metrics, ledger, openTimeoutMs = 10_000, holdMs = 5000 } = options;
   const bySession = new Map<RelaySession, SessionFlows>();
   /** Connections accepted while no session was up, oldest first, each with its expiry. */
   const held = new Map<Deno.TcpConn, { service: string; timer: ReturnType<typeof setTimeout> }>();
@@ -137,12 +151,17 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
     if (state === undefined) bySession.set(session, state = { next: 4, flows: new Map() });
     const streamId = state.next;
     state.next += 4;
+    const remote = socket.remoteAddr as Deno.NetAddr;
+    const local = formatHostPort({ host: remote.hostname, port: remote.port });
+    const span = startOpenSpan(options.tracer, service, "tcp", local);
     const header = writeStreamHeader(session.conn, streamId, {
       type: "open",
       service,
       protocol: "tcp",
+      ...(span.traceparent === undefined ? {} : { traceparent: span.traceparent }),
     });
     if (header === null) {
+      span.end("stream refused");
       socket.close();
       return;
     }
@@ -154,9 +173,24 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
       reader: createStreamHeaderReader(session.conn, streamId),
       pipe: null,
       started: performance.now(),
+      local,
+      span,
       timer: setTimeout(() =>
         session.conn.guard("tcp open timeout", () => {
-          logger.warn("relay did not answer a tcp open in time", { service });
+          logger.warn("relay did not answer a tcp open in time", { service, ...span.logFields });
+          openRefused(
+            ledger,
+            logger,
+            span,
+            {
+              service,
+              protocol: "tcp",
+              local,
+              relay: session.relay,
+            },
+            "timeout",
+            "relay did not answer in time",
+          );
           session.conn.streamReset(streamId, StreamCode.GOING_AWAY);
           end(session, streamId);
         }), openTimeoutMs),
@@ -170,6 +204,7 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
     if (flow === undefined) return;
     bySession.get(session)!.flows.delete(streamId);
     clearTimeout(flow.timer);
+    flow.span.end("abandoned"); // no-op once the answer ended it
     if (flow.pipe === null) {
       try {
         flow.socket.close();
@@ -188,17 +223,37 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
         session.conn.streamReset(streamId, StreamCode.PROTOCOL_VIOLATION);
       }
       metrics.flowRefusals.inc({ reason: read.kind === "reset" ? "reset" : "invalid_answer" });
-      logger.warn("tcp flow failed to open", { service: flow.service, answer: read.kind });
+      logger.warn("tcp flow failed to open", {
+        service: flow.service,
+        answer: read.kind,
+        ...flow.span.logFields,
+      });
+      ledger.refused({
+        service: flow.service,
+        protocol: "tcp",
+        ...localFields(flow.local, session.relay),
+        reason: read.kind === "reset" ? "reset" : "invalid_answer",
+        ...flow.span.logFields,
+      });
+      flow.span.end(read.kind);
       return end(session, streamId);
     }
     const answer = read.header;
     if (answer.type === "refused") {
       metrics.flowRefusals.inc({ reason: answer.reason });
-      logger.error("relay refused flow", {
-        service: flow.service,
-        reason: answer.reason,
-        detail: answer.message,
-      });
+      openRefused(
+        ledger,
+        logger,
+        flow.span,
+        {
+          service: flow.service,
+          protocol: "tcp",
+          local: flow.local,
+          relay: session.relay,
+        },
+        answer.reason,
+        answer.message,
+      );
       // Our FIN lets both sides forget the stream.
       finishStream(session.conn, streamId);
       return end(session, streamId);
@@ -208,6 +263,20 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
     metrics.flowsOpened.inc({ protocol: "tcp" });
     metrics.flowsActive.inc({ protocol: "tcp" });
     metrics.flowSetup.observe((performance.now() - flow.started) / 1000);
+    const entry = ledger.open({
+      id: streamId,
+      service: flow.service,
+      protocol: "tcp",
+      fields: localFields(flow.local, session.relay),
+      openFields: flow.span.logFields,
+    });
+    flow.span.set({ "ztna.flow": streamId });
+    flow.span.end();
+    logger.debug("tcp flow opened", {
+      service: flow.service,
+      flow: streamId,
+      ...flow.span.logFields,
+    });
     flow.pipe = pipeStreamSocket({
       conn: session.conn,
       streamId,
@@ -215,6 +284,9 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
       streamFinished: read.fin,
       onEnd(result) {
         metrics.flowsActive.dec({ protocol: "tcp" });
+        countFlow(entry, true, result.toStream, result.chunksToStream);
+        countFlow(entry, false, result.toSocket, result.chunksToSocket);
+        ledger.close(entry, result.reason);
         // Broken chunk framing from the relay is a rejected input: counted and logged.
         const malformed = result.reason === "protocol_violation";
         if (malformed) metrics.drops.inc({ reason: "malformed_stream" });

@@ -26,6 +26,11 @@ import { backendBindAddress, type BindChoice } from "./bind_address.ts";
 import { createFlowLimits, type FlowLimit, isOutOfFiles } from "./flow_limits.ts";
 import type { ConnectorMetrics } from "./metrics.ts";
 import { createConnectorTcpFlows } from "./tcp_flows.ts";
+import type { AuditLog } from "../shared/audit_log.ts";
+import { countFlow, createFlowLedger, type FlowEntry } from "../shared/flow_ledger.ts";
+import type { FlowSpan, FlowTracer } from "../shared/trace.ts";
+import type { RefusedReason } from "../shared/protocol/control.ts";
+import { backendFields, startBackendSpan } from "./flow_audit.ts";
 
 /** A flow to a backend, opened by a relay. */
 interface BackendFlow {
@@ -37,6 +42,8 @@ interface BackendFlow {
   lastActive: number;
   /** The agent identity whose budget the flow counts against. */
   agent: string | undefined;
+  /** Its ledger entry (audit record, byte counts). */
+  entry: FlowEntry;
 }
 
 /** Per-relay state. */
@@ -77,11 +84,16 @@ export interface ConnectorDeps {
   onHandlerError?: HandlerErrorReporter;
   /** Called whenever a relay accepts our registration. */
   onRegistered?: () => void;
+  /** Where the connector's view of its flows goes (docs/AUDIT.md). */
+  audit: AuditLog;
+  /** Spans of flow setup. */
+  tracer: FlowTracer;
 }
 
 /** Starts the connector described by `config`. */
 export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Connector {
   const { logger, metrics } = deps;
+  const ledger = createFlowLedger(deps.audit);
   let tls = deps.tls;
   const stop = new AbortController();
   const relays = new Set<RelayState>();
@@ -154,6 +166,8 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     draining: () => draining,
     logger,
     metrics,
+    ledger,
+    tracer: deps.tracer,
   });
 
   // One link per relay address; names (e.g. a headless Service) may stand for several relays.
@@ -213,6 +227,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
             flow.socket.send(payload, flow.target);
             metrics.datagrams.inc({ direction: "to_backend" });
             metrics.bytes.inc({ direction: "to_backend" }, payload.length);
+            countFlow(flow.entry, true, payload.length);
           });
           if (dropped !== null) metrics.drops.inc({ reason: dropped });
         },
@@ -224,7 +239,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
           if (state === undefined) return;
           bySession.delete(session);
           relays.delete(state);
-          for (const flow of state.flows.values()) endFlow(state, flow, false);
+          for (const flow of state.flows.values()) endFlow(state, flow, false, "session_lost");
           metrics.relayConnectionsActive.set(relays.size);
           logger.warn("relay session lost", { relay: session.relay, reason });
         },
@@ -247,21 +262,30 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
         logger.info("registered", { relay: state.session.relay, services: message.services });
         if (state.registered) deps.onRegistered?.();
         return;
-      case "open":
-        openFlow(state, message).catch((error) => {
+      case "open": {
+        const span = startBackendSpan(
+          deps.tracer,
+          message.service,
+          message.protocol,
+          message.agent,
+          message.traceparent,
+        );
+        openFlow(state, message, span).catch((error) => {
           metrics.backendErrors.inc({ reason: "open_failed" });
-          logger.warn("cannot open flow", { service: message.service, error });
-          state.session.send({
-            type: "refused",
-            id: message.id,
-            reason: "backend_error",
-            message: "connector could not open the backend socket",
-          });
+          logger.warn("cannot open flow", { service: message.service, error, ...span.logFields });
+          refuseOpen(
+            state,
+            message,
+            span,
+            "backend_error",
+            "connector could not open the backend socket",
+          );
         });
         return;
+      }
       case "close": {
         const flow = state.flows.get(message.flow);
-        if (flow !== undefined) endFlow(state, flow, false);
+        if (flow !== undefined) endFlow(state, flow, false, "relay_close");
         return;
       }
       default:
@@ -269,16 +293,42 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     }
   }
 
-  async function openFlow(state: RelayState, message: OpenMessage): Promise<void> {
-    const { id, service, protocol } = message;
+  /** Answers a relay's UDP open with `refused`: audited, and the open's span ended. */
+  function refuseOpen(
+    state: RelayState,
+    message: OpenMessage,
+    span: FlowSpan,
+    reason: RefusedReason,
+    text: string,
+  ): void {
+    const url = services[message.service]?.find((u) => u.protocol === message.protocol);
+    ledger.refused({
+      service: message.service,
+      protocol: message.protocol,
+      ...backendFields(
+        message.agent,
+        url === undefined ? undefined : formatHostPort(url),
+        state.session.relay,
+      ),
+      reason,
+      detail: text,
+      ...span.logFields,
+    });
+    span.end(reason);
+    state.session.send({ type: "refused", id: message.id, reason, message: text });
+  }
+
+  async function openFlow(state: RelayState, message: OpenMessage, span: FlowSpan): Promise<void> {
+    const { service, protocol } = message;
     const url = services[service]?.find((u) => u.protocol === protocol);
     if (url === undefined) {
-      state.session.send({
-        type: "refused",
-        id,
-        reason: "unknown_service",
-        message: `this connector does not serve ${service} over ${protocol}`,
-      });
+      refuseOpen(
+        state,
+        message,
+        span,
+        "unknown_service",
+        `this connector does not serve ${service} over ${protocol}`,
+      );
       return;
     }
     // The sandbox was derived from the config the launcher saw; a backend outside it (an
@@ -289,54 +339,41 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
         service,
         backend: formatHostPort(url),
       });
-      state.session.send({
-        type: "refused",
-        id,
-        reason: "backend_error",
-        message: `backend of ${service} is outside this connector's network permissions`,
-      });
+      refuseOpen(
+        state,
+        message,
+        span,
+        "backend_error",
+        `backend of ${service} is outside this connector's network permissions`,
+      );
       return;
     }
     if (protocol !== "udp") {
-      state.session.send({
-        type: "refused",
-        id,
-        reason: "unavailable",
-        message: `${protocol} flows are not served by this connector`,
-      });
+      refuseOpen(
+        state,
+        message,
+        span,
+        "unavailable",
+        `${protocol} flows are not served by this connector`,
+      );
       return;
     }
     if (draining) {
-      state.session.send({
-        type: "refused",
-        id,
-        reason: "draining",
-        message: "connector draining",
-      });
+      refuseOpen(state, message, span, "draining", "connector draining");
       return;
     }
     const { agent } = message;
     const limit = limits.acquire(agent);
     if (limit !== null) {
-      state.session.send({
-        type: "refused",
-        id,
-        reason: "limit",
-        message: limitHit(limit, agent, service),
-      });
+      refuseOpen(state, message, span, "limit", limitHit(limit, agent, service));
       return;
     }
     try {
-      await openBackendSocket(state, message, url.host, url.port);
+      await openBackendSocket(state, message, url.host, url.port, span);
     } catch (error) {
       limits.release(agent);
       if (!isOutOfFiles(error)) throw error;
-      state.session.send({
-        type: "refused",
-        id,
-        reason: "limit",
-        message: limitHit("open_files", agent, service),
-      });
+      refuseOpen(state, message, span, "limit", limitHit("open_files", agent, service));
     }
   }
 
@@ -345,6 +382,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     message: OpenMessage,
     host: string,
     port: number,
+    span: FlowSpan,
   ): Promise<void> {
     const { id, service, protocol, agent } = message;
     const flowId = message.flow ?? id;
@@ -353,6 +391,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     // The relay session may have ended during the lookup: nothing would close this flow.
     if (!relays.has(state)) {
       limits.release(agent);
+      span.end("relay session lost");
       return;
     }
     const target = udpTarget(backendHost, url.port);
@@ -364,6 +403,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
       lastActive: Date.now(),
       agent,
       socket: undefined as unknown as UdpSocket,
+      entry: undefined as unknown as FlowEntry,
     };
     flow.socket = openUdpSocket({
       host: bindFor(backendHost, service),
@@ -392,6 +432,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
         }
         metrics.datagrams.inc({ direction: "from_backend" });
         metrics.bytes.inc({ direction: "from_backend" }, data.length);
+        countFlow(flow.entry, false, data.length);
       },
       onError(error, during) {
         metrics.backendErrors.inc({ reason: during });
@@ -405,7 +446,17 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     state.flows.set(flowId, flow);
     metrics.flowsOpened.inc({ protocol });
     metrics.flowsActive.inc({ protocol });
+    flow.entry = ledger.open({
+      id: flowId,
+      service,
+      protocol,
+      fields: backendFields(agent, formatHostPort(url), state.session.relay),
+      openFields: span.logFields,
+    });
+    span.set({ "ztna.flow": flowId });
+    span.end();
     logger.debug("flow opened", {
+      ...span.logFields,
       relay: state.session.relay,
       flow: flowId,
       service,
@@ -421,6 +472,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
   function endFlow(state: RelayState, flow: BackendFlow, notify: boolean, reason = "idle"): void {
     if (!state.flows.delete(flow.id)) return;
     flow.socket.close();
+    ledger.close(flow.entry, reason);
     limits.release(flow.agent);
     state.datagrams.dropFlow(flow.id);
     metrics.flowsActive.dec({ protocol: flow.protocol });
@@ -486,7 +538,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
       }
       clearInterval(sweeper);
       for (const state of relays) {
-        for (const flow of state.flows.values()) endFlow(state, flow, true);
+        for (const flow of state.flows.values()) endFlow(state, flow, true, "drain");
       }
       stop.abort();
       await Promise.all(links);

@@ -15,9 +15,11 @@ runComponent({
   component: "connector",
   schema: connectorConfigSchema,
   unscopedNet: false,
-  start: (config, { logger, tls, ops }) =>
+  start: (config, { logger, tls, ops, audit, tracer }) =>
     startConnector(config, {
       logger,
+      audit,
+      tracer,
       onHandlerError: ops.onHandlerError,
       tls,
       metrics: createConnectorMetrics(ops.registry),

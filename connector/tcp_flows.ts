@@ -23,6 +23,9 @@ import {
 } from "./circuit_breaker.ts";
 import { type FlowLimit, type FlowLimits, isOutOfFiles } from "./flow_limits.ts";
 import type { ConnectorMetrics } from "./metrics.ts";
+import { countFlow, type FlowLedger } from "../shared/flow_ledger.ts";
+import type { FlowTracer } from "../shared/trace.ts";
+import { backendFields, startBackendSpan } from "./flow_audit.ts";
 
 /** Options for {@linkcode createConnectorTcpFlows}. */
 export interface ConnectorTcpOptions {
@@ -46,6 +49,9 @@ export interface ConnectorTcpOptions {
   draining(): boolean;
   logger: Logger;
   metrics: ConnectorMetrics;
+  /** The connector's flow ledger (audit records of TCP flows). */
+  ledger: FlowLedger;
+  tracer: FlowTracer;
 }
 
 /** The connector's TCP flows; the connector routes non-control stream events here. */
@@ -81,6 +87,8 @@ const scratch = new Uint8Array(16_384);
  * import { createFlowLimits } from "./flow_limits.ts";
  * import { createConnectorMetrics } from "./metrics.ts";
  * import { createConnectorTcpFlows } from "./tcp_flows.ts";
+ * import { createFlowLedger } from "../shared/flow_ledger.ts";
+ * import { createFlowTracer } from "../shared/trace.ts";
  *
  * const registry = new Registry();
  * const tcp = createConnectorTcpFlows({
@@ -95,6 +103,8 @@ const scratch = new Uint8Array(16_384);
  *   draining: () => false,
  *   logger: createLogger("connector", { level: "error" }),
  *   metrics: createConnectorMetrics(registry),
+ *   ledger: createFlowLedger({ write() {} }), // audit records go nowhere here
+ *   tracer: createFlowTracer("connector"),
  * });
  * // The relay link routes each session's non-control stream events here:
  * // onStreamReadable: (session, id) => tcp.readable(session, id)
@@ -163,22 +173,33 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
     streamId: number,
     service: string,
     agent: string | undefined,
+    traceparent: string | undefined,
   ): Promise<void> {
     const flows = bySession.get(session)!;
     const url = options.backend(service);
+    const span = startBackendSpan(options.tracer, service, "tcp", agent, traceparent);
+    const about = () => ({
+      service,
+      protocol: "tcp" as const,
+      ...backendFields(agent, url === undefined ? undefined : formatHostPort(url), session.relay),
+    });
+    // Every refusal of this open: audited, the span ended with the reason, then answered.
+    const no = (reason: RefusedReason, message: string) => {
+      options.ledger.refused({ ...about(), reason, detail: message, ...span.logFields });
+      span.end(reason);
+      refuse(session, streamId, reason, message);
+    };
     if (url === undefined) {
-      return refuse(session, streamId, "unknown_service", `${service} has no tcp backend here`);
+      return no("unknown_service", `${service} has no tcp backend here`);
     }
-    if (options.draining()) return refuse(session, streamId, "draining", "connector draining");
+    if (options.draining()) return no("draining", "connector draining");
     if (options.permitted !== undefined && !options.permitted(url)) {
       metrics.backendErrors.inc({ reason: "not_permitted" });
       logger.warn("backend outside the sandbox: refusing flow", {
         service,
         backend: formatHostPort(url),
       });
-      return refuse(
-        session,
-        streamId,
+      return no(
         "backend_error",
         `backend of ${service} is outside this connector's network permissions`,
       );
@@ -186,16 +207,14 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
     const breaker = breakerFor(service);
     if (!breaker.allow()) {
       metrics.backendErrors.inc({ reason: "circuit_open" });
-      return refuse(
-        session,
-        streamId,
+      return no(
         "backend_error",
         `circuit open: ${service} backend failed repeatedly`,
       );
     }
     const limit = options.limits.acquire(agent);
     if (limit !== null) {
-      return refuse(session, streamId, "limit", options.limitHit(limit, agent, service));
+      return no("limit", options.limitHit(limit, agent, service));
     }
     flows.set(streamId, { state: "connecting" });
     let socket: Deno.TcpConn;
@@ -211,7 +230,7 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
       if (isOutOfFiles(error)) {
         // Our own descriptor shortage says nothing about the backend: no breaker failure.
         const message = options.limitHit("open_files", agent, service);
-        if (!gone) refuse(session, streamId, "limit", message);
+        if (!gone) no("limit", message);
         return;
       }
       breaker.failure();
@@ -222,9 +241,7 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
         error,
       });
       if (gone) return;
-      return refuse(
-        session,
-        streamId,
+      return no(
         "backend_error",
         `cannot connect to the ${service} backend: ${
           error instanceof Error ? error.message : String(error)
@@ -240,12 +257,24 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
     socket.setNoDelay(true);
     metrics.flowsOpened.inc({ protocol: "tcp" });
     metrics.flowsActive.inc({ protocol: "tcp" });
+    const entry = options.ledger.open({
+      id: streamId,
+      service,
+      protocol: "tcp",
+      fields: backendFields(agent, formatHostPort(url), session.relay),
+      openFields: span.logFields,
+    });
+    span.end();
+    logger.debug("tcp flow opened", { service, flow: streamId, ...span.logFields });
     const pipe = pipeStreamSocket({
       conn: session.conn,
       streamId,
       socket,
       prefix: encodeStreamHeader({ type: "opened", flow: streamId }),
       onEnd(end) {
+        countFlow(entry, false, end.toStream, end.chunksToStream);
+        countFlow(entry, true, end.toSocket, end.chunksToSocket);
+        options.ledger.close(entry, end.reason);
         bySession.get(session)?.delete(streamId);
         options.limits.release(agent);
         metrics.flowsActive.dec({ protocol: "tcp" });
@@ -285,7 +314,8 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
           const read = entry.reader.read();
           if (read.kind === "pending") return;
           if (read.kind === "header" && read.header.type === "open" && !read.fin) {
-            open(session, streamId, read.header.service, read.header.agent).catch((error) => {
+            const { service, agent, traceparent } = read.header;
+            open(session, streamId, service, agent, traceparent).catch((error) => {
               logger.error("tcp flow failed to open", { error });
               session.conn.streamReset(streamId, StreamCode.GOING_AWAY);
               bySession.get(session)?.delete(streamId);

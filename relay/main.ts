@@ -9,15 +9,19 @@ import { relayConfigSchema } from "../shared/config/mod.ts";
 import { readTlsFiles } from "../shared/tls_files.ts";
 import { createRelayMetrics } from "./metrics.ts";
 import { startRelay } from "./relay.ts";
+import { relayStatusPage } from "./status.ts";
 
 runComponent({
   component: "relay",
   schema: relayConfigSchema,
   unscopedNet: true,
-  start(config, { logger, tls, ops }) {
+  start(config, { logger, tls, ops, audit, tracer }) {
     const relay = startRelay(config, {
       logger,
       tls,
+      audit,
+      tracer,
+      draining: () => ops.draining,
       onHandlerError: ops.onHandlerError,
       metrics: (sources) => createRelayMetrics(ops.registry, sources),
     });
@@ -39,6 +43,10 @@ runComponent({
       });
     }
     logger.info("reloaded", { services: Object.keys(next.services).length });
+  },
+  status(relay) {
+    const json = relay.status();
+    return { json, page: relayStatusPage(json) };
   },
   readyFields: (config, relay) => ({
     quic: formatHostPort(relay.addr),

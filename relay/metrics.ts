@@ -1,10 +1,12 @@
 /**
  * The relay's Prometheus metrics (prefix `ztna_relay_`). Label values are bounded sets:
- * roles, reasons, protocols, directions; never addresses, identities or flow ids.
+ * roles, reasons, protocols, directions and the services of the policy; never addresses,
+ * identities or flow ids.
  *
  * @module
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { FlowTotals } from "../shared/flow_ledger.ts";
 
 /** Every metric the relay updates. */
 export interface RelayMetrics {
@@ -25,6 +27,7 @@ export interface RelayMetrics {
   protocolViolations: Counter<"reason">;
   packetsDropped: Counter<"reason">;
   flowSetup: Histogram;
+  policyDecision: Histogram;
   serviceConnectors: Gauge<"service">;
   preauthConnections: Gauge<"stage">;
   preauthCloses: Counter<"reason">;
@@ -43,6 +46,8 @@ export interface RelayMetricSources {
   preauthCloses: () => Record<string, number>;
   /** Packets answered without connection state, by kind (running totals). */
   statelessAnswers: () => Record<string, number>;
+  /** Payload bytes and packets per service of the policy (running totals). */
+  serviceTraffic: () => Record<string, FlowTotals>;
 }
 
 /**
@@ -73,6 +78,53 @@ function totalsCounter<L extends string>(
 }
 
 /**
+ * Counters `<name>{service,direction}` fed from per-service running totals at scrape time:
+ * the data path adds to plain numbers on each flow, never to a labelled series.
+ */
+function serviceTrafficCounters(
+  registers: Registry[],
+  traffic: () => Record<string, FlowTotals>,
+): void {
+  const exported = new Map<string, number>();
+  const make = (
+    name: string,
+    help: string,
+    pick: (t: FlowTotals, toConnector: boolean) => number,
+  ) =>
+    new Counter({
+      name,
+      help,
+      labelNames: ["service", "direction"],
+      registers,
+      collect() {
+        for (const [service, totals] of Object.entries(traffic())) {
+          for (const toConnector of [true, false]) {
+            const direction = toConnector ? "to_connector" : "to_agent";
+            const key = `${name}|${service}|${direction}`;
+            const total = pick(totals, toConnector);
+            const delta = total - (exported.get(key) ?? 0);
+            // inc(0) too: a service of the policy has its series before its first flow.
+            if (delta >= 0) this.inc({ service, direction }, delta);
+            exported.set(key, total);
+          }
+        }
+      },
+    });
+  make(
+    "ztna_relay_service_bytes_total",
+    "Payload bytes of flows per service of the policy, by direction (TCP: stream payload, " +
+      "chunk framing not included).",
+    (t, toConnector) => toConnector ? t.bytesToService : t.bytesToAgent,
+  );
+  make(
+    "ztna_relay_service_packets_total",
+    "Packets of flows per service of the policy, by direction (UDP: DATAGRAM frames; TCP: " +
+      "stream chunks).",
+    (t, toConnector) => toConnector ? t.packetsToService : t.packetsToAgent,
+  );
+}
+
+/**
  * Registers the relay's metrics on `registry`. `packetDrops` is read at scrape time: the
  * QUIC endpoint counts its drops in plain numbers on the hot path.
  */
@@ -83,6 +135,7 @@ export function createRelayMetrics(
   const { packetDrops, serviceConnectors } = sources;
   const registers = [registry];
   const p = "ztna_relay_";
+  serviceTrafficCounters(registers, sources.serviceTraffic);
   return {
     connectionsAccepted: new Counter({
       name: `${p}connections_accepted_total`,
@@ -229,6 +282,12 @@ export function createRelayMetrics(
       name: `${p}flow_setup_seconds`,
       help: "Time from an agent's open to the connector's answer.",
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    }),
+    policyDecision: new Histogram({
+      name: `${p}policy_decision_seconds`,
+      help: "Time to decide an agent's open: policy, flow limits and connector choice.",
+      buckets: [0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005],
       registers,
     }),
   };

@@ -34,7 +34,7 @@ import {
   type TlsMaterial,
 } from "../shared/quic/mod.ts";
 import type { RelayMetrics, RelayMetricSources } from "./metrics.ts";
-import { createPolicy, type Policy } from "./policy.ts";
+import { createPolicy, type Policy, policyDiff } from "./policy.ts";
 import { createHandshakeLimiter } from "./handshake_limiter.ts";
 import { createPeerAuth } from "./peer_auth.ts";
 import type { RelayTokens } from "../shared/config/tokens.ts";
@@ -42,6 +42,18 @@ import { createTokenBucket } from "../shared/token_bucket.ts";
 import { createServiceRegistry } from "./registry.ts";
 import { createAnnouncer } from "./announcer.ts";
 import { createTcpFlows, type OpenDecision } from "./tcp_flows.ts";
+import type { AuditLog } from "../shared/audit_log.ts";
+import { formatHostPort } from "../shared/config/address.ts";
+import {
+  addTotals,
+  countFlow,
+  createFlowLedger,
+  emptyTotals,
+  type FlowEntry,
+  type FlowTotals,
+} from "../shared/flow_ledger.ts";
+import type { FlowSpan, FlowTracer } from "../shared/trace.ts";
+import { type RelayStatus, relayStatus } from "./status.ts";
 
 /** One end of a flow: a session and the flow id that session uses. */
 interface FlowEnd {
@@ -55,6 +67,8 @@ interface Flow {
   protocol: ServiceProtocol;
   agent: FlowEnd;
   connector: FlowEnd;
+  /** Its ledger entry: byte and packet counts, audit fields. */
+  entry: FlowEntry;
 }
 
 /** An open request waiting for the connector's answer. */
@@ -66,6 +80,10 @@ interface PendingOpen {
   connectorFlow: number;
   started: number;
   timer: ReturnType<typeof setTimeout>;
+  /** The relay's span of this open, ended by the connector's answer. */
+  span: FlowSpan;
+  /** The policy rule that allowed it. */
+  rule: string;
 }
 
 /** A connection after the TLS handshake. */
@@ -93,6 +111,10 @@ interface Session {
   registrationBudget: () => boolean;
   /** Set once a limit closed this connection: later messages are ignored. */
   shed: boolean;
+  /** When the handshake completed (Unix ms). */
+  since: number;
+  /** Totals of this agent's flows that have closed (open ones are in the ledger). */
+  closedTotals: FlowTotals;
 }
 
 /** A running relay. */
@@ -101,6 +123,8 @@ export interface Relay {
   readonly addr: { host: string; port: number };
   /** Live state for `/health`. */
   health(): Record<string, unknown>;
+  /** Services, connectors, agents and flows for `/status` (no secrets). */
+  status(): RelayStatus;
   /**
    * Applies a new policy (reload): withdraws registrations it forbids, closes flows it no
    * longer allows (telling both ends), keeps every flow it still allows, and tells agents
@@ -125,6 +149,12 @@ export interface RelayDeps {
   tls: TlsMaterial;
   /** Told about exceptions from connection handlers (each closes its connection). */
   onHandlerError?: HandlerErrorReporter;
+  /** Where audit records go (docs/AUDIT.md). */
+  audit: AuditLog;
+  /** Spans of flow setup. */
+  tracer: FlowTracer;
+  /** True while the process drains (for `/status`). */
+  draining?: () => boolean;
 }
 
 const OPEN_TIMEOUT_MS = 5000;
@@ -195,7 +225,19 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       Object.fromEntries(
         Object.keys(policyServices).map((name) => [name, registry.connectors(name)]),
       ),
+    // Per-service traffic, for the services of the current policy only (bounded labels).
+    serviceTraffic: () => {
+      const totals = ledger.serviceTotals();
+      return Object.fromEntries(
+        Object.keys(policyServices).map((name) => [name, totals.get(name) ?? emptyTotals()]),
+      );
+    },
   });
+  const relayId = config.id ?? formatHostPort(server.addr);
+  // Every relay record names this relay; the ledger writes the flow records.
+  const audit = (event: Parameters<AuditLog["write"]>[0], fields: Record<string, unknown>) =>
+    deps.audit.write(event, { relay_id: relayId, ...fields });
+  const ledger = createFlowLedger({ write: audit });
   // service_up/service_down, coalesced per agent and service (relay/announcer.ts).
   const announcer = createAnnouncer<Session>({
     agents: () => [...sessions].filter((s) => s.role === "agent"),
@@ -205,9 +247,15 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   });
   // TCP flows ride streams; they are authorized exactly like UDP opens (authorizeOpen).
   const tcp = createTcpFlows<Session>({
-    authorize: (agent, service) => authorizeOpen(agent, service, "tcp"),
+    authorize: (agent, service, span) => authorizeOpen(agent, service, "tcp", span),
     metrics,
     openTimeoutMs: OPEN_TIMEOUT_MS,
+    ledger,
+    tracer: deps.tracer,
+    flowFields: (agent, connector, rule) => flowFields(agent, connector, rule),
+    refused: (agent, service, reason, fields) =>
+      ledger.refused({ ...agentFields(agent), service, protocol: "tcp", reason, ...fields }),
+    closed: (agent, entry) => addTotals(agent.closedTotals, entry),
   });
 
   /**
@@ -226,6 +274,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         }
         if (identity === null) {
           metrics.authFailures.inc({ reason: "no_identity" });
+          audit("auth_failure", { reason: "no_identity", peer: addressOf(conn) });
           conn.close(CloseCode.FORBIDDEN, "certificate carries no identity");
           return;
         }
@@ -250,7 +299,13 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       onClosed(info) {
         if (session !== null) return endSession(session, describeClose(info, "closed"));
         if (!info.established) {
-          metrics.handshakeFailures.inc({ reason: handshakeFailureReason(info) });
+          const reason = handshakeFailureReason(info);
+          metrics.handshakeFailures.inc({ reason });
+          // A TLS alert is a refused credential (unknown CA, no certificate): worth a record.
+          // Timeouts and resets are not authentication and would let scanners fill the log.
+          if (!["timeout", "closed", "transport_error"].includes(reason)) {
+            audit("auth_failure", { reason: `tls_${reason}`, peer: addressOf(conn) });
+          }
           logger.debug("handshake failed", {
             conn: conn.id,
             reason: describeClose(info, "closed"),
@@ -282,6 +337,8 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         burst: config.limits.registrations_per_minute,
       }),
       shed: false,
+      since: Date.now(),
+      closedTotals: emptyTotals(),
     };
     session.channel = createControlChannel(conn, {
       maxFrameBytes: config.limits.max_frame_bytes,
@@ -340,6 +397,12 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       if ("failure" in result) {
         // The reason and address only: a presented token is never logged or echoed.
         metrics.authFailures.inc({ reason: result.failure });
+        audit("auth_failure", {
+          reason: result.failure,
+          role: message.role,
+          peer: peerAddress(session),
+          ...(session.identity === "" ? {} : { identity: session.identity }),
+        });
         session.log.warn("authentication failed: closing connection", {
           reason: result.failure,
           role: message.role,
@@ -452,6 +515,16 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     }
     session.retiring = false;
     metrics.servicesRegistered.set(registry.size);
+    audit("register", {
+      identity: session.identity,
+      role: "connector",
+      peer: peerAddress(session),
+      services: accepted,
+      rejected,
+      rules: Object.fromEntries(
+        services.map(({ name }) => [name, policy.ruleFor("connector", name)]),
+      ),
+    });
     session.channel.send({ type: "registered", services: accepted, rejected });
     session.log.info("services registered", { services: accepted, rejected: rejected.length });
   }
@@ -465,52 +538,129 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     }
     if (services === undefined) session.retiring = true;
     metrics.servicesRegistered.set(registry.size);
+    audit("deregister", {
+      identity: session.identity,
+      role: "connector",
+      peer: peerAddress(session),
+      services: services ?? "all",
+      // A reload's withdrawal is the relay's doing, not the connector's.
+      cause: notify ? "connector" : "policy",
+    });
     session.log.info("services deregistered", { services: services ?? "all" });
   }
 
-  function refuse(session: Session, id: number, reason: RefusedReason, message: string): void {
+  /**
+   * Answers an agent's UDP open with `refused`; counts it, writes `flow_refused` and ends the
+   * open's span.
+   */
+  function refuse(
+    session: Session,
+    id: number,
+    reason: RefusedReason,
+    message: string,
+    about: { service: string; rule?: string; span: FlowSpan },
+  ): void {
     metrics.flowRefusals.inc({ reason });
+    ledger.refused({
+      ...agentFields(session),
+      service: about.service,
+      protocol: "udp",
+      reason,
+      detail: message,
+      rule: about.rule,
+      ...about.span.logFields,
+    });
+    about.span.end(reason);
     session.channel.send({ type: "refused", id, reason, message });
   }
 
-  /** Policy, flow limit and connector choice for an agent's open: one rule for UDP and TCP. */
+  /**
+   * Policy, flow limit and connector choice for an agent's open: one rule for UDP and TCP.
+   * Timed as `ztna_relay_policy_decision_seconds` and traced as two children of `span`.
+   */
   function authorizeOpen(
     agent: Session,
     service: string,
     protocol: ServiceProtocol,
+    span: FlowSpan,
+  ): OpenDecision<Session> {
+    const started = performance.now();
+    const decision = decide(agent, service, protocol, span);
+    metrics.policyDecision.observe((performance.now() - started) / 1000);
+    return decision;
+  }
+
+  function decide(
+    agent: Session,
+    service: string,
+    protocol: ServiceProtocol,
+    span: FlowSpan,
   ): OpenDecision<Session> {
     if (draining) return { reason: "draining", message: "relay is draining; reconnect elsewhere" };
-    if (!policy.mayOpen(agent.identity, service)) {
+    const rule = policy.ruleFor("agent", service);
+    const policySpan = span.child("relay.policy_decision", { "ztna.rule": rule });
+    const allowed = policy.mayOpen(agent.identity, service);
+    policySpan.set({ "ztna.allowed": allowed });
+    policySpan.end(allowed ? undefined : "forbidden");
+    if (!allowed) {
       metrics.authFailures.inc({ reason: "open_forbidden" });
-      agent.log.warn("flow refused by policy", { service });
+      agent.log.warn("flow refused by policy", { service, rule, ...span.logFields });
       return {
         reason: "forbidden",
         message: `identity "${agent.identity}" may not use service "${service}"`,
+        rule,
       };
     }
     if (protocol === "udp" && agent.conn.maxDatagramSize() === null) {
-      return { reason: "unsupported", message: "peer did not negotiate QUIC DATAGRAM frames" };
+      return {
+        reason: "unsupported",
+        message: "peer did not negotiate QUIC DATAGRAM frames",
+        rule,
+      };
     }
     const flows = agent.flows.size + countPending(agent) + tcp.count(agent);
     if (flows >= config.limits.flows_per_connection) {
       metrics.limitHits.inc({ limit: "flows_per_connection" });
-      return { reason: "limit", message: `at most ${config.limits.flows_per_connection} flows` };
+      return {
+        reason: "limit",
+        message: `at most ${config.limits.flows_per_connection} flows`,
+        rule,
+      };
     }
+    const choiceSpan = span.child("relay.connector_choice");
     const connector = registry.pick(service, protocol, (s) => !s.retiring);
     if (connector === undefined) {
+      choiceSpan.end("no connector");
       return {
         reason: registry.has(service) ? "unavailable" : "unknown_service",
         message: `no connector serves ${service} over ${protocol} right now`,
+        rule,
       };
     }
-    return { connector };
+    choiceSpan.set({ "ztna.connector": connector.identity });
+    choiceSpan.end();
+    return { connector, rule };
   }
 
   function openFromAgent(agent: Session, message: OpenMessage): void {
     const { id, service, protocol } = message;
-    const decision = authorizeOpen(agent, service, protocol);
-    if (!("connector" in decision)) return refuse(agent, id, decision.reason, decision.message);
-    const { connector } = decision;
+    const span = deps.tracer.start("relay.flow_open", {
+      parent: message.traceparent,
+      attributes: {
+        "ztna.service": service,
+        "ztna.protocol": protocol,
+        "ztna.agent": agent.identity,
+      },
+    });
+    const decision = authorizeOpen(agent, service, protocol, span);
+    if (!("connector" in decision)) {
+      return refuse(agent, id, decision.reason, decision.message, {
+        service,
+        rule: decision.rule,
+        span,
+      });
+    }
+    const { connector, rule } = decision;
     const connectorFlow = connector.nextFlow++;
     const pending: PendingOpen = {
       agent,
@@ -519,13 +669,20 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       protocol,
       connectorFlow,
       started: performance.now(),
+      span,
+      rule,
       timer: setTimeout(() =>
         agent.conn.guard("open timeout", () => {
           connector.pending.delete(connectorFlow);
-          refuse(agent, id, "unavailable", "connector did not answer in time");
+          refuse(agent, id, "unavailable", "connector did not answer in time", pending);
         }), OPEN_TIMEOUT_MS),
     };
     connector.pending.set(connectorFlow, pending);
+    agent.log.debug("flow open sent to connector", {
+      service,
+      connector: connector.identity,
+      ...span.logFields,
+    });
     connector.channel.send({
       type: "open",
       id: connectorFlow,
@@ -534,6 +691,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       flow: connectorFlow,
       agent: agent.identity,
       ...datagramLimit(protocol, agent),
+      ...(span.traceparent === undefined ? {} : { traceparent: span.traceparent }),
     });
   }
 
@@ -563,9 +721,10 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     clearTimeout(pending.timer);
     const { agent } = pending;
     if (message.type === "refused") {
-      return refuse(agent, pending.agentRequest, message.reason, message.message);
+      return refuse(agent, pending.agentRequest, message.reason, message.message, pending);
     }
     if (agent.conn.closed) {
+      pending.span.end("agent gone");
       connector.channel.send({ type: "close", flow: pending.connectorFlow, reason: "agent gone" });
       return;
     }
@@ -576,7 +735,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     ) {
       connector.channel.send({ type: "close", flow: pending.connectorFlow, reason: "forbidden" });
       metrics.authFailures.inc({ reason: "open_forbidden" });
-      return refuse(agent, pending.agentRequest, "forbidden", "policy changed");
+      return refuse(agent, pending.agentRequest, "forbidden", "policy changed", pending);
     }
     const agentFlow = agent.nextFlow++;
     const flow: Flow = {
@@ -584,7 +743,22 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       protocol: pending.protocol,
       agent: { session: agent, flow: agentFlow },
       connector: { session: connector, flow: pending.connectorFlow },
+      entry: ledger.open({
+        id: agentFlow,
+        service: pending.service,
+        protocol: pending.protocol,
+        fields: flowFields(agent, connector, pending.rule),
+        openFields: pending.span.logFields,
+      }),
     };
+    pending.span.set({ "ztna.flow": agentFlow });
+    pending.span.end();
+    agent.log.debug("flow opened", {
+      service: pending.service,
+      flow: agentFlow,
+      connector: connector.identity,
+      ...pending.span.logFields,
+    });
     agent.flows.set(agentFlow, flow);
     connector.flows.set(pending.connectorFlow, flow);
     metrics.flowsOpened.inc({ protocol: flowKey(flow.protocol) });
@@ -615,6 +789,8 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     flow.connector.session.flows.delete(flow.connector.flow);
     metrics.flowsActive.dec({ protocol: flowKey(flow.protocol) });
     metrics.flowsClosed.inc({ reason: cause });
+    ledger.close(flow.entry, cause, { detail: reason });
+    addTotals(flow.agent.session.closedTotals, flow.entry);
     if (!notify) return;
     const other = flow.agent.session === session ? flow.connector : flow.agent;
     other.session.channel.send({ type: "close", flow: other.flow, reason });
@@ -649,6 +825,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     }
     metrics.datagramsRelayed.inc({ direction });
     metrics.bytesRelayed.inc({ direction }, view.bodyEnd - view.bodyOffset);
+    countFlow(flow.entry, toConnector, view.bodyEnd - view.bodyOffset);
   }
 
   function endSession(session: Session, reason: string): void {
@@ -659,14 +836,31 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     }
     for (const pending of session.pending.values()) {
       clearTimeout(pending.timer);
-      refuse(pending.agent, pending.agentRequest, "unavailable", "connector disconnected");
+      refuse(
+        pending.agent,
+        pending.agentRequest,
+        "unavailable",
+        "connector disconnected",
+        pending,
+      );
     }
     for (const other of sessions) {
       for (const [flow, pending] of other.pending) {
         if (pending.agent !== session) continue;
         clearTimeout(pending.timer);
+        pending.span.end("agent gone");
         other.pending.delete(flow);
       }
+    }
+    if (session.role === "connector" && session.offers.size > 0) {
+      // Its registrations end with the connection: the record says so, as for a deregister.
+      audit("deregister", {
+        identity: session.identity,
+        role: "connector",
+        peer: peerAddress(session),
+        services: [...new Set([...session.offers].map((offer) => offer.split("/")[0]))],
+        cause: "disconnect",
+      });
     }
     for (const service of registry.removeSession(session)) announcer.changed(service);
     announcer.forget(session);
@@ -678,8 +872,22 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   }
 
   function peerAddress(session: Session): string {
-    const { host, port } = session.conn.peer;
-    return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+    return addressOf(session.conn);
+  }
+
+  /** The audit fields naming an agent. */
+  function agentFields(agent: Session): Record<string, unknown> {
+    return { identity: agent.identity, role: "agent", peer: peerAddress(agent) };
+  }
+
+  /** The audit fields of a flow: both ends and the rule that allowed it. */
+  function flowFields(agent: Session, connector: Session, rule: string): Record<string, unknown> {
+    return {
+      ...agentFields(agent),
+      connector: connector.identity,
+      connector_peer: peerAddress(connector),
+      rule,
+    };
   }
 
   function flowCount(): number {
@@ -699,6 +907,24 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         services: registry.services(),
         flows: flowCount(),
       };
+    },
+    status() {
+      return relayStatus({
+        relayId,
+        draining: draining || (deps.draining?.() ?? false),
+        services: Object.keys(policyServices),
+        sessions: [...sessions].filter((s) => s.role !== null).map((s) => ({
+          role: s.role!,
+          identity: s.identity,
+          peer: peerAddress(s),
+          since: s.since,
+          offers: [...s.offers].map((offer) => offer.split("/")[0]),
+          closedTotals: s.closedTotals,
+        })),
+        flows: [...ledger.live],
+        traffic: ledger.serviceTotals(),
+        servicesRegistered: registry.size,
+      });
     },
     setPolicy(services) {
       const previous = policyServices;
@@ -751,6 +977,13 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         registrations_withdrawn: withdrawn,
         peers_failed: failed,
       });
+      audit("policy_reload", {
+        ...policyDiff(previous, services),
+        services: Object.keys(services).length,
+        flows_closed: closed,
+        registrations_withdrawn: withdrawn,
+        peers_failed: failed,
+      });
     },
     setTls(tls) {
       server.setTls(tls);
@@ -774,4 +1007,9 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       server.close();
     },
   };
+}
+
+/** A connection's peer as `host:port` (`[v6]:port`). */
+function addressOf(conn: QuicConnection): string {
+  return formatHostPort(conn.peer);
 }

@@ -37,8 +37,11 @@ export interface SpliceOptions {
   prefixToA?: Uint8Array;
   /** Stream `b` already ended (its FIN came with the header before the splice). */
   finFromB?: boolean;
-  /** Counts bytes moved (`toB` true for a → b). */
-  onBytes?(toB: boolean, bytes: number): void;
+  /**
+   * Counts bytes moved (`toB` true for a → b); `data` are the bytes written (valid during
+   * the call only), for a caller that follows the chunk framing.
+   */
+  onBytes?(toB: boolean, bytes: number, data: Uint8Array): void;
   /** Called once when both directions finished, or either was reset. */
   onEnd(reason: SpliceEndReason): void;
 }
@@ -130,7 +133,7 @@ export function spliceStreams(options: SpliceOptions): Splice {
     if (d.pending !== null) {
       const written = write(d.to, d.pending, d.pendingFin);
       if (written < 0) return gone();
-      onBytes?.(d.toB, written);
+      onBytes?.(d.toB, written, d.pending.subarray(0, written));
       if (written < d.pending.length) {
         d.pending = d.pending.subarray(written);
         return;
@@ -158,7 +161,7 @@ export function spliceStreams(options: SpliceOptions): Splice {
         // it with the bytes of an end chunk, so it arrives here with data as well.
         const written = write(d.to, chunk, result.fin);
         if (written < 0) return gone();
-        onBytes?.(d.toB, written);
+        onBytes?.(d.toB, written, chunk.subarray(0, written));
         if (written < chunk.length) {
           d.pending = chunk.subarray(written);
           return;

@@ -24,6 +24,9 @@ import {
 } from "../shared/stream_header_io.ts";
 import type { RelayMetrics } from "./metrics.ts";
 import { type Splice, spliceStreams } from "./stream_splice.ts";
+import { createChunkCounter } from "../shared/protocol/stream_chunks.ts";
+import { countFlow, type FlowEntry, type FlowLedger } from "../shared/flow_ledger.ts";
+import type { FlowSpan, FlowTracer } from "../shared/trace.ts";
 
 /** What the TCP flow table needs to know about a session. */
 export interface StreamPeer {
@@ -33,17 +36,30 @@ export interface StreamPeer {
   readonly log: Logger;
 }
 
-/** The outcome of authorizing an open: a connector, or why not. */
-export type OpenDecision<P> = { connector: P } | {
+/**
+ * The outcome of authorizing an open: a connector, or why not; with the policy rule that
+ * decided (absent when the policy was not asked, e.g. while draining).
+ */
+export type OpenDecision<P> = { connector: P; rule: string } | {
   reason: RefusedReason;
   message: string;
+  rule?: string;
 };
 
 /** Options for {@linkcode createTcpFlows}. */
 export interface TcpFlowsOptions<P extends StreamPeer> {
-  /** Policy, limits and connector choice, exactly as for a UDP `open`. */
-  authorize(agent: P, service: string): OpenDecision<P>;
+  /** Policy, limits and connector choice, exactly as for a UDP `open`, traced under `span`. */
+  authorize(agent: P, service: string, span: FlowSpan): OpenDecision<P>;
   metrics: RelayMetrics;
+  /** The relay's flow ledger: open TCP flows are entered, counted and closed there. */
+  ledger: FlowLedger;
+  tracer: FlowTracer;
+  /** The audit fields of a flow between `agent` and `connector`. */
+  flowFields(agent: P, connector: P, rule: string): Record<string, unknown>;
+  /** Writes `flow_refused` for an open that never became a flow. */
+  refused(agent: P, service: string, reason: string, fields: Record<string, unknown>): void;
+  /** A flow's entry closed (its totals move to the agent's). */
+  closed(agent: P, entry: FlowEntry): void;
   /**
    * A connector that has not answered an open in this time is given up on.
    * @default {5000}
@@ -94,6 +110,12 @@ interface TcpFlow<P> {
   splice: Splice | null;
   started: number;
   timer: ReturnType<typeof setTimeout> | undefined;
+  /** The relay's span of the open; null until the header is read. */
+  span: FlowSpan | null;
+  /** The policy rule that allowed the flow. */
+  rule: string | undefined;
+  /** The ledger entry once open. */
+  entry: FlowEntry | null;
   /** Ends still to be drained in the closing state. */
   agentOpen: boolean;
   connectorOpen: boolean;
@@ -113,6 +135,8 @@ const scratch = new Uint8Array(16_384);
  * import { Registry } from "prom-client";
  * import { createRelayMetrics } from "./metrics.ts";
  * import { createTcpFlows, type StreamPeer } from "./tcp_flows.ts";
+ * import { createFlowLedger } from "../shared/flow_ledger.ts";
+ * import { createFlowTracer } from "../shared/trace.ts";
  *
  * const none = () => ({});
  * const metrics = createRelayMetrics(new Registry(), {
@@ -121,11 +145,17 @@ const scratch = new Uint8Array(16_384);
  *   preauth: none,
  *   preauthCloses: none,
  *   statelessAnswers: none,
+ *   serviceTraffic: none,
  * });
  * const tcp = createTcpFlows<StreamPeer>({
  *   // The relay passes the same rule it applies to UDP opens (policy, limits, round robin).
  *   authorize: () => ({ reason: "forbidden", message: "not in the policy" }),
  *   metrics,
+ *   ledger: createFlowLedger({ write() {} }), // audit records go nowhere here
+ *   tracer: createFlowTracer("relay"),
+ *   flowFields: () => ({}),
+ *   refused() {},
+ *   closed() {},
  * });
  * // The relay routes each connection's non-control stream events here:
  * // onStreamReadable: (id) => tcp.agentReadable(session, id)
@@ -135,7 +165,7 @@ const scratch = new Uint8Array(16_384);
 export function createTcpFlows<P extends StreamPeer>(
   options: TcpFlowsOptions<P>,
 ): TcpFlows<P> {
-  const { authorize, metrics, openTimeoutMs = 5000 } = options;
+  const { authorize, metrics, ledger, openTimeoutMs = 5000 } = options;
   const byPeer = new Map<P, Map<number, TcpFlow<P>>>();
   /** Next server-initiated bidirectional stream id per connector (1, 5, 9, ...). */
   const nextStream = new Map<P, number>();
@@ -149,6 +179,8 @@ export function createTcpFlows<P extends StreamPeer>(
 
   function forget(flow: TcpFlow<P>, cause: CloseCause = "peer_close"): void {
     clearTimeout(flow.timer);
+    // An open still in flight when an end went away (ending it again after it opened is a no-op).
+    flow.span?.end("abandoned");
     const hadAgent = byPeer.get(flow.agent)?.delete(flow.agentStream) ?? false;
     if (flow.connector !== null) byPeer.get(flow.connector)?.delete(flow.connectorStream);
     if (hadAgent) live--;
@@ -156,12 +188,27 @@ export function createTcpFlows<P extends StreamPeer>(
       metrics.flowsActive.dec({ protocol: "tcp" });
       metrics.flowsClosed.inc({ reason: cause });
     }
+    if (flow.entry !== null) {
+      ledger.close(flow.entry, cause);
+      options.closed(flow.agent, flow.entry);
+      flow.entry = null;
+    }
   }
 
   /** Answers the agent with `refused` and FIN; the flow drains until the agent's FIN. */
   function refuse(flow: TcpFlow<P>, reason: RefusedReason, message: string): void {
     metrics.flowRefusals.inc({ reason });
-    flow.agent.log.debug("tcp flow refused", { service: flow.service, reason });
+    flow.agent.log.debug("tcp flow refused", {
+      service: flow.service,
+      reason,
+      ...flow.span?.logFields,
+    });
+    options.refused(flow.agent, flow.service, reason, {
+      detail: message,
+      rule: flow.rule,
+      ...flow.span?.logFields,
+    });
+    flow.span?.end(reason);
     clearTimeout(flow.timer);
     const write = writeStreamHeader(flow.agent.conn, flow.agentStream, {
       type: "refused",
@@ -206,7 +253,16 @@ export function createTcpFlows<P extends StreamPeer>(
       return violation(flow.agent, flow.agentStream, `expected open, got ${header.type}`);
     }
     flow.service = header.service;
-    const decision = authorize(flow.agent, header.service);
+    flow.span = options.tracer.start("relay.flow_open", {
+      parent: header.traceparent,
+      attributes: {
+        "ztna.service": header.service,
+        "ztna.protocol": "tcp",
+        "ztna.agent": flow.agent.identity,
+      },
+    });
+    const decision = authorize(flow.agent, header.service, flow.span);
+    flow.rule = decision.rule;
     if (!("connector" in decision)) return refuse(flow, decision.reason, decision.message);
     const connector = decision.connector;
     const streamId = nextStream.get(connector) ?? 1;
@@ -217,6 +273,7 @@ export function createTcpFlows<P extends StreamPeer>(
       protocol: "tcp",
       flow: streamId,
       agent: flow.agent.identity,
+      ...(flow.span.traceparent === undefined ? {} : { traceparent: flow.span.traceparent }),
     });
     if (write === null) return refuse(flow, "unavailable", "connector refused the stream");
     flow.connector = connector;
@@ -248,14 +305,31 @@ export function createTcpFlows<P extends StreamPeer>(
     metrics.flowsOpened.inc({ protocol: "tcp" });
     metrics.flowsActive.inc({ protocol: "tcp" });
     metrics.flowSetup.observe((performance.now() - flow.started) / 1000);
+    const entry = ledger.open({
+      id: flow.agentStream,
+      service: flow.service,
+      protocol: "tcp",
+      fields: options.flowFields(flow.agent, connector, flow.rule ?? ""),
+      openFields: flow.span?.logFields,
+    });
+    flow.entry = entry;
+    flow.span?.set({ "ztna.flow": flow.agentStream });
+    flow.span?.end();
+    // The agent learns its flow id (its stream id) with the answer.
+    const prefixToA = encodeStreamHeader({ type: "opened", flow: flow.agentStream });
+    // The audit counts payload, as the ends do: the splice moves framed bytes.
+    const counters = [createChunkCounter(prefixToA.length), createChunkCounter()];
     flow.splice = spliceStreams({
       a: { conn: flow.agent.conn, streamId: flow.agentStream },
       b: { conn: connector.conn, streamId: flow.connectorStream },
-      // The agent learns its flow id (its stream id) with the answer.
-      prefixToA: encodeStreamHeader({ type: "opened", flow: flow.agentStream }),
+      prefixToA,
       finFromB: fin,
-      onBytes(toB, bytes) {
+      onBytes(toB, bytes, data) {
         metrics.bytesRelayed.inc({ direction: toB ? "to_connector" : "to_agent" }, bytes);
+        const counter = counters[toB ? 1 : 0];
+        const [payload, chunks] = [counter.payloadBytes, counter.chunks];
+        counter.push(data);
+        countFlow(entry, toB, counter.payloadBytes - payload, counter.chunks - chunks);
       },
       onEnd: () => forget(flow),
     });
@@ -283,6 +357,9 @@ export function createTcpFlows<P extends StreamPeer>(
         splice: null,
         started: performance.now(),
         timer: undefined,
+        span: null,
+        rule: undefined,
+        entry: null,
         agentOpen: true,
         connectorOpen: false,
       };

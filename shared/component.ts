@@ -8,7 +8,7 @@ import { formatHostPort, type HostPort } from "./config/address.ts";
 import type { Logger } from "./log.ts";
 import { createLifecycleMetrics, type LifecycleMetrics } from "./ops/lifecycle_metrics.ts";
 import { createMetricsRegistry } from "./ops/metrics.ts";
-import { type OpsListener, startOpsListener } from "./ops/ops_listener.ts";
+import { type OpsListener, startOpsListener, type StatusReport } from "./ops/ops_listener.ts";
 import type { HandlerErrorReporter, TlsMaterial } from "./quic/mod.ts";
 import { readTlsFiles, type TlsPaths } from "./tls_files.ts";
 import type { Registry } from "prom-client";
@@ -60,11 +60,13 @@ export interface ComponentOpsOptions {
   isReady: () => boolean;
   /** Extra `/health` fields. */
   detail: () => Record<string, unknown>;
+  /** `/status` and `/status.json`, for a component that has them. */
+  status?: () => StatusReport;
 }
 
 /** Creates the registry and starts the ops listener (unless it is off). */
 export function startComponentOps(options: ComponentOpsOptions): ComponentOps {
-  const { component, address, logger, isReady, detail } = options;
+  const { component, address, logger, isReady, detail, status } = options;
   const prefix = `ztna_${component}_`;
   const registry = createMetricsRegistry(prefix);
   let draining = false;
@@ -110,6 +112,7 @@ export function startComponentOps(options: ComponentOpsOptions): ComponentOps {
       registry,
       logger,
       health: () => ({ ready: wasReady && isReady(), draining, detail: detail() }),
+      status,
       onBadRequest: (_reason, status) => badRequests.inc({ status: String(status) }),
     });
   }

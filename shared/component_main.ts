@@ -7,6 +7,7 @@
  */
 import type { z } from "zod";
 import { type ComponentOps, readTlsOrExit, startComponentOps } from "./component.ts";
+import type { StatusReport } from "./ops/ops_listener.ts";
 import type { HostPort } from "./config/address.ts";
 import { loadConfig, loadConfigOrExit, processConfigSource } from "./config/mod.ts";
 import { handleSignals } from "./lifecycle.ts";
@@ -15,6 +16,14 @@ import type { TlsMaterial } from "./quic/mod.ts";
 import { checkSandbox } from "./sandbox.ts";
 import { configureUdpSockets, type UdpSocketKind } from "./quic/udp_socket.ts";
 import { addressKey, BIND_FAILED_EXIT, BindError } from "./bind_error.ts";
+import {
+  type AuditDestination,
+  auditFilePaths,
+  type AuditLog,
+  createAuditLog,
+} from "./audit_log.ts";
+import { registerAuditMetrics } from "./ops/audit_metrics.ts";
+import { createFlowTracer, type FlowTracer } from "./trace.ts";
 
 /** What every component config has that the start-up sequence reads. */
 export interface BaseConfig {
@@ -25,6 +34,13 @@ export interface BaseConfig {
   drain_ms: number;
   shutdown_timeout_ms: number;
   udp: { socket: "auto" | UdpSocketKind; buffer_bytes: number };
+  audit: {
+    destination: "stdout" | "file" | "off";
+    file?: string;
+    max_bytes: number;
+    keep: number;
+    queue: number;
+  };
 }
 
 /** What the start-up sequence needs from a running component. */
@@ -39,6 +55,10 @@ export interface StartContext {
   logger: Logger;
   tls: TlsMaterial;
   ops: ComponentOps;
+  /** The component's audit log (docs/AUDIT.md). */
+  audit: AuditLog;
+  /** Spans of flow setup (exported only when `OTEL_DENO=true`). */
+  tracer: FlowTracer;
 }
 
 /** One component's entrypoint, described. */
@@ -55,6 +75,8 @@ export interface ComponentSpec<C extends BaseConfig, I extends ComponentInstance
    * place.
    */
   reload(next: C, instance: I, logger: Logger, initial: C): void;
+  /** `/status` and `/status.json` on the ops listener (only the relay has them). */
+  status?(instance: I): StatusReport;
   /** Fields of the `ready` log line besides `metrics`: the bound addresses. */
   readyFields(config: C, instance: I): Record<string, unknown>;
 }
@@ -75,8 +97,15 @@ export function runComponent<C extends BaseConfig, I extends ComponentInstance>(
     unscopedNet: spec.unscopedNet,
     libcNeeded: config.udp.socket !== "portable",
     writeProbes: [config.tls.cert, config.tls.key, config.tls.ca].filter((p) => p !== undefined),
+    allowedWrites: auditWrites(config.audit),
   });
   chooseUdpSockets(component, config.udp, logger);
+  const audit = createAuditLog({
+    component,
+    destination: auditDestination(config.audit),
+    maxQueue: config.audit.queue,
+  });
+  const tracer = createFlowTracer(component);
   const tls = readTlsOrExit(component, config.tls);
   let ops: ComponentOps;
   let instance: I;
@@ -87,9 +116,11 @@ export function runComponent<C extends BaseConfig, I extends ComponentInstance>(
       logger,
       isReady: () => instance.isReady(),
       detail: () => instance.health(),
+      status: spec.status === undefined ? undefined : () => spec.status!(instance),
     });
+    registerAuditMetrics(ops.registry, `ztna_${component}_`, audit);
     // The probes run only after this synchronous start-up, so `instance` is set by then.
-    instance = spec.start(config, { logger, tls, ops });
+    instance = spec.start(config, { logger, tls, ops, audit, tracer });
   } catch (error) {
     if (!(error instanceof BindError)) throw error;
     // One line naming the address and the key it came from, like a config error.
@@ -104,6 +135,8 @@ export function runComponent<C extends BaseConfig, I extends ComponentInstance>(
     async shutdown() {
       ops.startDraining();
       await instance.drain(config.drain_ms);
+      // Bounded: a stalled destination must not hold the exit past the shutdown timeout.
+      await audit.close(1000);
       await ops.close();
     },
     reload() {
@@ -114,6 +147,19 @@ export function runComponent<C extends BaseConfig, I extends ComponentInstance>(
   });
 
   logger.info("ready", { ...spec.readyFields(config, instance), metrics: ops.address });
+}
+
+/** Where the audit config sends records. */
+function auditDestination(audit: BaseConfig["audit"]): AuditDestination {
+  if (audit.destination !== "file") return { kind: audit.destination };
+  return { kind: "file", path: audit.file!, maxBytes: audit.max_bytes, keep: audit.keep };
+}
+
+/** The files the audit config writes: the only write access the sandbox may hold. */
+function auditWrites(audit: BaseConfig["audit"]): string[] {
+  return audit.destination === "file" && audit.file !== undefined
+    ? auditFilePaths(audit.file, audit.keep)
+    : [];
 }
 
 /**

@@ -1,8 +1,8 @@
 /**
  * The sandbox self-check: at startup a component asks Deno which permissions it holds and
  * compares them with what its config needs (`tools/permissions.ts` derives exactly that set).
- * Anything more — `-A`, unscoped network on a connector or agent, write or run access,
- * unscoped read/env/ffi/sys — is logged as a warning, or refused with exit status 2 under
+ * Anything more — `-A`, unscoped network on a connector or agent, write access beyond its
+ * audit files, run access, unscoped read/env/ffi/sys — is logged as a warning, or refused with exit status 2 under
  * `--strict-sandbox` (config key `strict_sandbox`).
  *
  * It also answers, per destination, whether the sandbox lets this process reach an address,
@@ -48,6 +48,13 @@ export interface SandboxCheckOptions {
    */
   writeProbes?: string[];
   /**
+   * The files the component may write (its audit files, live and rotated). Their folders are
+   * probed too: a grant on the folder is wider than the files need.
+   *
+   * @default {[]}
+   */
+  allowedWrites?: string[];
+  /**
    * Answers whether a permission is granted.
    *
    * @default {Deno.permissions.querySync(...).state === "granted"}
@@ -76,18 +83,26 @@ const denoGranted = (descriptor: Deno.PermissionDescriptor): boolean =>
  * @returns The excess permissions; empty when the sandbox is as narrow as derived.
  */
 export function excessPermissions(options: SandboxCheckOptions): ExcessPermission[] {
-  const { unscopedNet, writeProbes = [], granted = denoGranted, libcNeeded = true } = options;
+  const {
+    unscopedNet,
+    writeProbes = [],
+    allowedWrites = [],
+    granted = denoGranted,
+    libcNeeded = true,
+  } = options;
   const excess: ExcessPermission[] = [];
   if (!unscopedNet && granted({ name: "net" })) excess.push("net");
   if (granted({ name: "read" })) excess.push("read");
-  // No component writes anything: any write grant is excess. Probe likely targets too,
-  // since a scoped grant (--allow-write=/etc/ztna) does not show on the unscoped query.
+  // Nothing but the audit files is written: any other write grant is excess. Probe likely
+  // targets too, since a scoped grant (--allow-write=/etc/ztna) does not show on the unscoped
+  // query.
   const writeTargets = new Set<string>();
-  for (const path of writeProbes) {
+  for (const path of [...writeProbes, ...allowedWrites]) {
     writeTargets.add(path);
     writeTargets.add(dirname(path));
   }
   writeTargets.add("/tmp");
+  for (const path of allowedWrites) writeTargets.delete(path);
   if (
     granted({ name: "write" }) ||
     [...writeTargets].some((path) => granted({ name: "write", path }))

@@ -55,3 +55,19 @@ Deno.test("netPermitted: asks Deno for the exact host:port", () => {
   assert.equal(netPermitted("127.0.0.1", 9), true);
   assert.equal(netPermitted("::1", 9), true);
 });
+
+Deno.test("excessPermissions: the audit files may be written, their folder may not", () => {
+  const audit = ["/var/log/ztna/audit.jsonl", "/var/log/ztna/audit.jsonl.1"];
+  const exact = (d: Deno.PermissionDescriptor) =>
+    d.name === "write" && "path" in d && audit.includes(String(d.path));
+  assert.deepEqual(
+    excessPermissions({ unscopedNet: false, allowedWrites: audit, granted: exact }),
+    [],
+  );
+  const folder = (d: Deno.PermissionDescriptor) =>
+    d.name === "write" && "path" in d && d.path === "/var/log/ztna";
+  assert.deepEqual(
+    excessPermissions({ unscopedNet: false, allowedWrites: audit, granted: folder }),
+    ["write"],
+  );
+});

@@ -45,6 +45,10 @@ export interface PipeEnd {
   toStream: number;
   /** Bytes read from the stream and written to the socket. */
   toSocket: number;
+  /** Chunks written to the stream (one per socket read). */
+  chunksToStream: number;
+  /** Non-empty chunks read from the stream. */
+  chunksToSocket: number;
 }
 
 /** Options for {@linkcode pipeStreamSocket}. */
@@ -124,6 +128,8 @@ export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
   const chunks = createChunkDecoder();
   let toStream = 0;
   let toSocket = 0;
+  let chunksToStream = 0;
+  let chunksToSocket = 0;
   let upFinished = false;
   let downFinished = false;
   let downBusy = false;
@@ -142,7 +148,7 @@ export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
       // Already closed.
     }
     settle(false);
-    onEnd({ reason, toStream, toSocket });
+    onEnd({ reason, toStream, toSocket, chunksToStream, chunksToSocket });
   }
 
   function fail(reason: PipeEndReason, code: number = StreamCode.TCP_RESET): void {
@@ -220,6 +226,7 @@ export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
         return fail("stream_reset");
       }
       toStream += n;
+      chunksToStream++;
     }
   }
 
@@ -248,6 +255,9 @@ export function pipeStreamSocket(options: TcpPipeOptions): TcpPipe {
       throw error;
     }
     if (inPayload) return payload.length;
+    // A header just completed that opens a non-empty chunk.
+    // (`phase` is read again after the push, which TypeScript's narrowing does not see.)
+    if ((chunks.phase as string) === "payload") chunksToSocket++;
     if (chunks.ended) return "end";
     return result.bytes === 0 ? null : 0;
   }

@@ -106,7 +106,13 @@ Deno.test("pipeStreamSocket() carries chunks both ways and ends the data with an
   await peer.closeWrite();
   const end = await ended.promise;
   peer.close();
-  assert.deepEqual(end, { reason: "complete", toStream: 5, toSocket: 11 });
+  assert.deepEqual(end, {
+    reason: "complete",
+    toStream: 5,
+    toSocket: 11,
+    chunksToStream: 1,
+    chunksToSocket: 2,
+  });
   assert.deepEqual(stream.written, [...chunk("reply"), 0, 0]);
   // The FIN left together with the end chunk's bytes, never alone.
   assert.deepEqual(stream.finWrites, [2]);

@@ -1,6 +1,6 @@
 /**
  * The host programs the test suite drives (real DNS servers, Prometheus, PostgreSQL, ansible,
- * systemd-analyze, network tools), with the Debian packages that provide them: one list for
+ * systemd-analyze, network tools, a headless Chromium), with the Debian packages that provide them: one list for
  * the test setup step (`deno task test:setup`) and for the tests that run them.
  *
  * @module
@@ -35,6 +35,9 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { command: "unshare", debian: "util-linux" },
   { command: "ldd", debian: "libc-bin" },
   { command: "kubectl", debian: "kubernetes-client" },
+  // Headless, to load the ops listener's /status page as a browser does.
+  { command: "chromium", debian: "chromium" },
+  { command: "openssl", debian: "openssl" },
   {
     command: "terraform",
     debian: null,

@@ -81,6 +81,7 @@ function register(component: typeof metricComponents[number], registry: Registry
         preauth: none,
         preauthCloses: none,
         statelessAnswers: none,
+        serviceTraffic: none,
       });
       return;
     case "connector":

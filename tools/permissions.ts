@@ -22,6 +22,7 @@ import {
   type RelayConfig,
   relayConfigSchema,
 } from "../shared/config/mod.ts";
+import { auditFilePaths } from "../shared/audit_log.ts";
 import { isIpLiteral } from "../shared/resolve_host.ts";
 import { libcPath } from "../shared/quic/libc.ts";
 import { backendBindAddress, type InterfaceInfo } from "../connector/bind_address.ts";
@@ -115,7 +116,13 @@ export function permissionFlags(
     if (ref.startsWith("env:")) envNames.push(ref.slice(4));
     else if (ref.startsWith("file:")) reads.push(ref.slice(5));
   }
+  // The audit files (live and rotated): written, and read by the rename of a rotation.
+  const audit = config.audit.destination === "file" && config.audit.file !== undefined
+    ? auditFilePaths(config.audit.file, config.audit.keep)
+    : [];
+  reads.push(...audit);
   const flags = [
+    ...(audit.length > 0 ? [`--allow-write=${audit.join(",")}`] : []),
     `--allow-read=${[...new Set(reads)].join(",")}`,
     `--allow-env=${[...new Set(envNames)].join(",")}`,
     `--allow-ffi=${[quicAddonDir(), ...udpLibc(config)].join(",")}`,

@@ -52,3 +52,19 @@ Deno.test("permissions: the connector is told the addresses resolved at launch",
     !runArgs("connector", literal, null, [], resolved).some((a) => a.startsWith("--hosts")),
   );
 });
+
+Deno.test("permissions: an audit file is the only write grant, with its rotated files", () => {
+  const none = permissionFlags("connector", config, null, resolved, () => [eth0]);
+  assert.ok(!none.some((f) => f.startsWith("--allow-write")), "no audit file, no write grant");
+  const withAudit = connectorConfigSchema.parse({
+    ...raw,
+    audit: { destination: "file", file: "/var/log/ztna/audit.jsonl", keep: 2 },
+  });
+  const flags = permissionFlags("connector", withAudit, null, resolved, () => [eth0]);
+  const files = "/var/log/ztna/audit.jsonl,/var/log/ztna/audit.jsonl.1,/var/log/ztna/audit.jsonl.2";
+  assert.ok(flags.includes(`--allow-write=${files}`), flags.join(" "));
+  // A rotation renames, which Deno checks for read access too: the same files, no folder.
+  const read = flags.find((f) => f.startsWith("--allow-read="))!;
+  for (const file of files.split(",")) assert.ok(read.split(/[=,]/).includes(file), file);
+  assert.ok(!read.split(/[=,]/).includes("/var/log/ztna"));
+});

@@ -101,6 +101,36 @@ export const lifecycleFields = {
   ),
 };
 
+/** Zod schema: where a component's audit records go (docs/AUDIT.md). */
+export const auditSchema = z.object({
+  destination: z.enum(["stdout", "file", "off"]).prefault("stdout").describe(
+    "Where audit records go: `stdout` (beside the logs), `file` (with rotation) or `off` " +
+      "(docs/AUDIT.md).",
+  ),
+  file: z.string().min(1).optional().describe(
+    "The live audit file, required when `audit.destination` is `file`; the sandbox may write " +
+      "only it and its rotated names.",
+  ),
+  max_bytes: z.number().int().min(4096).prefault(104_857_600).describe(
+    "The live audit file is rotated before a write would take it past this size.",
+  ),
+  keep: z.number().int().nonnegative().max(100).prefault(5).describe(
+    "Rotated audit files kept (`<file>.1` newest ... `<file>.<keep>`); 0 truncates instead.",
+  ),
+  queue: z.number().int().positive().prefault(4096).describe(
+    "Audit records waiting for the writer at most; more are dropped and counted " +
+      "(`audit_dropped_total`), never holding a flow.",
+  ),
+}).strict().refine((audit) => audit.destination !== "file" || audit.file !== undefined, {
+  error: 'required when audit.destination is "file"',
+  path: ["file"],
+});
+
+/** Zod shape: the audit log every component has. */
+export const auditFields = {
+  audit: auditSchema.prefault({}),
+};
+
 /** Zod shape: security fields every component has. */
 export const sandboxFields = {
   strict_sandbox: z.boolean().prefault(false).describe(
@@ -171,6 +201,7 @@ export function dialerConfigSchema<T extends z.ZodRawShape>(fields: T) {
     ...dialerFields,
     ...dialerAuthFields,
     ...sandboxFields,
+    ...auditFields,
   }).strict().superRefine((config, ctx) =>
     requireCredential(config as { tls: { cert?: string }; token?: unknown }, ctx)
   );

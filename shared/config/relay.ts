@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { hostPortSchema, metricsAddressSchema } from "./address.ts";
 import {
+  auditFields,
   identitySchema,
   lifecycleFields,
   logLevelSchema,
@@ -50,10 +51,15 @@ export const relayConfigSchema = z.object({
     "Policy, default deny: per service, the connector identities that may register it and " +
       "the agent identities that may open flows to it.",
   ),
+  id: z.string().min(1).max(128).optional().describe(
+    "This relay's name in audit records and on the status page (e.g. the pod name); by " +
+      "default its bound QUIC address.",
+  ),
   log_level: logLevelSchema,
   ...lifecycleFields,
   ...udpFields,
   ...sandboxFields,
+  ...auditFields,
   auth: z.enum(["mtls", "token", "mtls+token"]).prefault("mtls").describe(
     "How connectors and agents authenticate: `mtls` (client certificate, identity = its CN), " +
       "`token` (no client certificate; the `hello` token names the identity) or `mtls+token` " +

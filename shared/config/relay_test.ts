@@ -16,6 +16,7 @@ Deno.test("relayConfigSchema", async (t) => {
       shutdown_timeout_ms: 10000,
       udp: { socket: "auto", buffer_bytes: 4_194_304 },
       strict_sandbox: false,
+      audit: { destination: "stdout", max_bytes: 104_857_600, keep: 5, queue: 4096 },
       auth: "mtls",
       tokens: {},
       limits: {

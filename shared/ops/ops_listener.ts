@@ -24,6 +24,7 @@ import type { Registry } from "prom-client";
 import { DEFAULT_MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from "./http_request.ts";
 import { rateLimitedLog } from "../log.ts";
 import { bindAddress } from "../bind_error.ts";
+import { renderStatusPage, type StatusPage } from "./status_page.ts";
 
 /** What a component reports to the probes; computed per request, never cached. */
 export interface HealthReport {
@@ -33,6 +34,14 @@ export interface HealthReport {
   draining: boolean;
   /** Extra fields merged into the `/health` JSON body (must be JSON-serialisable). */
   detail: Record<string, unknown>;
+}
+
+/** What `/status` and `/status.json` show; computed per request. */
+export interface StatusReport {
+  /** The `/status.json` body (must be JSON-serialisable). */
+  json: unknown;
+  /** The `/status` page. */
+  page: StatusPage;
 }
 
 /** The part of a structured logger the listener uses. */
@@ -51,6 +60,8 @@ export interface OpsListenerOptions {
   registry: Registry;
   /** Called once per `/readyz` and `/health` request. */
   health: () => HealthReport;
+  /** Serves `/status` (HTML) and `/status.json` when given; both are 404 without it. */
+  status?: () => StatusReport;
   /** Receives rate-limited warnings (at most one per second) and per-connection debug lines. */
   logger?: OpsLogger;
   /**
@@ -128,6 +139,8 @@ const STATUS_TEXT: Record<number, string> = {
 const TEXT = "text/plain; charset=utf-8";
 const JSON_TYPE = "application/json; charset=utf-8";
 const ROUTES = new Set(["/metrics", "/healthz", "/livez", "/readyz", "/health"]);
+const STATUS_ROUTES = new Set(["/status", "/status.json"]);
+const HTML = "text/html; charset=utf-8";
 // After the response, keep reading briefly so unread request bytes do not turn our close into
 // a TCP reset that destroys the response before the client reads it.
 const LINGER_MS = 500;
@@ -169,6 +182,7 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
     port,
     registry,
     health,
+    status,
     logger,
     maxHeadBytes = DEFAULT_MAX_HEAD_BYTES,
     readTimeoutMs = 5000,
@@ -281,7 +295,9 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
   async function route(head: RequestHead): Promise<Reply> {
     const query = head.target.indexOf("?");
     const path = query < 0 ? head.target : head.target.slice(0, query);
-    if (!ROUTES.has(path)) return textReply(404, "not found");
+    if (!ROUTES.has(path) && !(status !== undefined && STATUS_ROUTES.has(path))) {
+      return textReply(404, "not found");
+    }
     if (head.method !== "GET" && head.method !== "HEAD") {
       return { ...textReply(405, "method not allowed"), headers: [["Allow", "GET, HEAD"]] };
     }
@@ -295,6 +311,9 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
       }
       case "/health":
         return healthReply(probe());
+      case "/status":
+      case "/status.json":
+        return statusReply(path === "/status.json");
       default: // /healthz, /livez: answering at all proves the process and event loop turn.
         return textReply(200, "ok");
     }
@@ -322,6 +341,30 @@ export function startOpsListener(options: OpsListenerOptions): OpsListener {
     } catch (error) {
       warn("health report failed", { error: String(error) });
       return { ready: false, draining: false, detail: {}, failed: true };
+    }
+  }
+
+  function statusReply(json: boolean): Reply {
+    try {
+      const report = status!();
+      // The page frames nothing and runs no script: it says so to the browser as well.
+      const headers: [string, string][] = [
+        ["Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"],
+        ["X-Content-Type-Options", "nosniff"],
+        ["X-Frame-Options", "DENY"],
+      ];
+      const body = json
+        ? JSON.stringify(report.json, null, 2) + "\n"
+        : renderStatusPage(report.page);
+      return {
+        status: 200,
+        contentType: json ? JSON_TYPE : HTML,
+        body: encoder.encode(body),
+        headers,
+      };
+    } catch (error) {
+      warn("status report failed", { error: String(error) });
+      return textReply(500, "status report failed");
     }
   }
 

@@ -623,3 +623,39 @@ Deno.test("startOpsListener() validates its options", () => {
     );
   }
 });
+
+Deno.test("startOpsListener() serves /status and /status.json only when given a status source", async () => {
+  const without = listen();
+  try {
+    assert.equal((await get(without.ops.addr.port, "/status")).status, 404);
+    assert.equal((await get(without.ops.addr.port, "/status.json")).status, 404);
+  } finally {
+    await without.ops.close();
+  }
+  let fail = false;
+  const { ops } = listen({
+    status: () => {
+      if (fail) throw new Error("boom");
+      return {
+        json: { agents: ["<b>"] },
+        page: { title: "<b>", summary: [], sections: [] },
+      };
+    },
+  });
+  try {
+    const page = await get(ops.addr.port, "/status");
+    assert.equal(page.status, 200);
+    assert.equal(page.headers.get("content-type"), "text/html; charset=utf-8");
+    assert.match(page.headers.get("content-security-policy") ?? "", /default-src 'none'/);
+    assert.equal(page.headers.get("x-frame-options"), "DENY");
+    assert.match(page.body, /<title>&lt;b&gt;<\/title>/);
+    const json = await get(ops.addr.port, "/status.json?x=1");
+    assert.equal(json.status, 200);
+    assert.deepEqual(JSON.parse(json.body), { agents: ["<b>"] });
+    assert.equal((await get(ops.addr.port, "/status", "POST")).status, 405);
+    fail = true;
+    assert.equal((await get(ops.addr.port, "/status.json")).status, 500);
+  } finally {
+    await ops.close();
+  }
+});

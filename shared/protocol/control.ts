@@ -47,6 +47,9 @@ export const refusedReasonSchema = z.enum([
   "unsupported",
 ]);
 
+/** A W3C `traceparent` as carried in `open`: short text, checked by the receiver's tracer. */
+export const traceparentSchema = z.string().max(64);
+
 /** `hello`: first message each way; the relay answers with role "relay" and the peer identity. */
 export const helloSchema = z.strictObject({
   type: z.literal("hello"),
@@ -89,6 +92,11 @@ export const openSchema = z.strictObject({
    * forward to the far end; the receiver fragments by the smaller of this and its own limit.
    */
   max_datagram: uint.optional(),
+  /**
+   * W3C `traceparent` of the sender's span of this flow's setup (docs/PROTOCOL.md §3), when it
+   * traces. Optional; a value that does not parse as version 00 is ignored, not refused.
+   */
+  traceparent: traceparentSchema.optional(),
 });
 /**
  * `opened`: the flow for request `id`; for a UDP flow the relay adds `max_datagram` (see

@@ -245,3 +245,28 @@ Deno.test("the decoder throws only ProtocolError on 2000 seeded random and mutat
   assert.ok(errors > 1000, `only ${errors} errors`);
   assert.ok(messages > 0, "some mutated frames should still be valid");
 });
+
+Deno.test("open: traceparent is optional, carried as given, and bounded", () => {
+  const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  const withIt: ControlMessage = {
+    type: "open",
+    id: 1,
+    service: "echo",
+    protocol: "udp",
+    traceparent,
+  };
+  const without: ControlMessage = { type: "open", id: 2, service: "echo", protocol: "udp" };
+  const decoder = createControlDecoder();
+  assert.deepEqual(decoder.push(encodeControl(withIt)), [withIt]);
+  assert.deepEqual(decoder.push(encodeControl(without)), [without]);
+  // Malformed but short: the decoder accepts it (the tracer ignores it); too long is invalid.
+  const odd = { ...without, traceparent: "not a traceparent" };
+  assert.deepEqual(createControlDecoder().push(encodeControl(odd)), [odd]);
+  const body = new TextEncoder().encode(
+    JSON.stringify({ ...without, traceparent: "x".repeat(65) }),
+  );
+  const frame = new Uint8Array(4 + body.length);
+  new DataView(frame.buffer).setUint32(0, body.length);
+  frame.set(body, 4);
+  assert.throws(() => createControlDecoder().push(frame), ProtocolError);
+});

@@ -278,3 +278,74 @@ export function decodeChunkStream(input: Uint8Array, fin: boolean): DecodedChunk
   }
   return { payload, ended: decoder.ended };
 }
+
+/** Counts the payload of a chunk stream as it passes (see {@linkcode createChunkCounter}). */
+export interface ChunkCounter {
+  /** Feeds the next bytes of the direction, in order, each byte exactly once. */
+  push(bytes: Uint8Array): void;
+  /** Payload bytes seen so far (chunk headers not included). */
+  readonly payloadBytes: number;
+  /** Non-empty chunks whose header was seen so far. */
+  readonly chunks: number;
+}
+
+/**
+ * Creates a counter of payload bytes and chunks for a relay that forwards a chunk stream
+ * without decoding it: it only follows chunk boundaries, never validates or copies (the ends
+ * validate the framing). `skip` leading bytes (a stream header written ahead of the chunks)
+ * are not counted.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { createChunkCounter, encodeChunk, END_CHUNK } from "./stream_chunks.ts";
+ *
+ * const counter = createChunkCounter(3);
+ * counter.push(new Uint8Array([9, 9, 9, 0])); // 3 header bytes, then half a chunk header
+ * counter.push(new Uint8Array([2, 104]));
+ * counter.push(new Uint8Array([105, ...encodeChunk(new Uint8Array(5)), ...END_CHUNK]));
+ * assert.equal(counter.payloadBytes, 7);
+ * assert.equal(counter.chunks, 2);
+ * ```
+ *
+ * @param skip Bytes ahead of the first chunk header.
+ * @returns The counter.
+ */
+export function createChunkCounter(skip = 0): ChunkCounter {
+  let toSkip = skip;
+  let remaining = 0;
+  let haveHigh = false;
+  let high = 0;
+  let payloadBytes = 0;
+  let chunks = 0;
+  return {
+    push(bytes) {
+      let i = 0;
+      while (i < bytes.length) {
+        if (toSkip > 0 || remaining > 0) {
+          const skipping = toSkip > 0;
+          const take = Math.min(skipping ? toSkip : remaining, bytes.length - i);
+          if (skipping) toSkip -= take;
+          else {
+            remaining -= take;
+            payloadBytes += take;
+          }
+          i += take;
+        } else if (!haveHigh) {
+          high = bytes[i++];
+          haveHigh = true;
+        } else {
+          remaining = (high << 8) | bytes[i++];
+          haveHigh = false;
+          if (remaining > 0) chunks++;
+        }
+      }
+    },
+    get payloadBytes() {
+      return payloadBytes;
+    },
+    get chunks() {
+      return chunks;
+    },
+  };
+}

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   CHUNK_HEADER_BYTES,
   ChunkFramingError,
+  createChunkCounter,
   createChunkDecoder,
   decodeChunkStream,
   encodeChunk,
@@ -121,4 +122,20 @@ Deno.test("stream chunks: a failed decoder refuses further input", () => {
   assertFraming(() => decoder.push(new Uint8Array(0), true), "truncated_chunk");
   assert.equal(decoder.wanted(), 0);
   assert.throws(() => decoder.push(new Uint8Array(0), false), RangeError);
+});
+
+Deno.test("createChunkCounter: counts payload and chunks however the stream is split", () => {
+  const stream = new Uint8Array([
+    ...[9, 9, 9, 9, 9], // a 5-byte header written ahead of the chunks
+    ...encodeChunk(new Uint8Array(300).fill(1)),
+    ...encodeChunk(new Uint8Array(1).fill(2)),
+    ...encodeChunk(new Uint8Array(70_000 - 65_535).fill(3)),
+    ...END_CHUNK,
+  ]);
+  for (const step of [1, 2, 3, 7, 301, stream.length]) {
+    const counter = createChunkCounter(5);
+    for (let i = 0; i < stream.length; i += step) counter.push(stream.subarray(i, i + step));
+    assert.equal(counter.payloadBytes, 300 + 1 + 4465, `step ${step}`);
+    assert.equal(counter.chunks, 3, `step ${step}`);
+  }
 });

@@ -12,7 +12,12 @@
  * @module
  */
 import { z } from "zod";
-import { ProtocolError, refusedReasonSchema, serviceNameSchema } from "./control.ts";
+import {
+  ProtocolError,
+  refusedReasonSchema,
+  serviceNameSchema,
+  traceparentSchema,
+} from "./control.ts";
 
 /** Largest JSON body of a stream header, in bytes. */
 export const MAX_STREAM_HEADER_BYTES = 1024;
@@ -30,6 +35,8 @@ export const streamOpenSchema = z.strictObject({
   flow: uint.optional(),
   /** The agent identity the flow is for; set by the relay towards a connector. */
   agent: z.string().min(1).max(256).optional(),
+  /** W3C `traceparent` of the sender's span of this flow's setup, as in control `open`. */
+  traceparent: traceparentSchema.optional(),
 });
 /** `opened`: the backend is connected; payload follows. `flow` is the receiver's flow id. */
 export const streamOpenedSchema = z.strictObject({

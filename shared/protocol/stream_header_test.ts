@@ -52,3 +52,11 @@ Deno.test("stream header: invalid input is a ProtocolError", () => {
     ProtocolError,
   );
 });
+
+Deno.test("stream header: open may carry a traceparent, and need not", () => {
+  const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  const header: StreamHeader = { type: "open", service: "web", protocol: "tcp", traceparent };
+  assert.deepEqual(decodeByteByByte(encodeStreamHeader(header)), header);
+  const bare: StreamHeader = { type: "open", service: "web", protocol: "tcp" };
+  assert.deepEqual(decodeByteByByte(encodeStreamHeader(bare)), bare);
+});

@@ -88,6 +88,8 @@ export interface StartOptions {
   /** Wait for the ready line (default true). */
   waitReady?: boolean;
   timeoutMs?: number;
+  /** Extra environment variables (e.g. `OTEL_*`). */
+  env?: Record<string, string>;
 }
 
 /**
@@ -99,7 +101,7 @@ export async function startComponent(
   config: Record<string, unknown>,
   options: StartOptions = {},
 ): Promise<ComponentProcess> {
-  const { args = [], waitReady = true, timeoutMs = 20_000 } = options;
+  const { args = [], waitReady = true, timeoutMs = 20_000, env } = options;
   const configPath = await Deno.makeTempFile({ prefix: `ztna-${component}-`, suffix: ".json" });
   await Deno.writeTextFile(configPath, JSON.stringify(config));
   const componentArgs = ["--config", configPath, ...args];
@@ -115,6 +117,7 @@ export async function startComponent(
   const proc = await spawnLogged(component, denoArgs, {
     waitReady,
     timeoutMs,
+    env,
   });
   return { ...proc, configPath };
 }

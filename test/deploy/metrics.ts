@@ -12,6 +12,7 @@ export const HISTOGRAMS: ReadonlySet<string> = new Set([
   "ztna_relay_startup_seconds",
   "ztna_relay_shutdown_seconds",
   "ztna_agent_flow_setup_seconds",
+  "ztna_relay_policy_decision_seconds",
 ]);
 
 /** Every metric name a dashboard or rule may use, by the component that exports it. */
@@ -36,6 +37,11 @@ export const EXPORTED_METRICS: Readonly<Record<string, readonly string[]>> = {
     "ztna_relay_shutdown_seconds",
     "ztna_relay_ready_last_success_timestamp_seconds",
     "ztna_relay_draining",
+    "ztna_relay_policy_decision_seconds",
+    "ztna_relay_service_bytes_total",
+    "ztna_relay_service_packets_total",
+    "ztna_relay_audit_records_total",
+    "ztna_relay_audit_dropped_total",
   ],
   connector: [
     "ztna_connector_relay_connections_active",
@@ -49,6 +55,8 @@ export const EXPORTED_METRICS: Readonly<Record<string, readonly string[]>> = {
     "ztna_connector_drops_total",
     "ztna_connector_backend_errors_total",
     "ztna_connector_circuit_state",
+    "ztna_connector_audit_records_total",
+    "ztna_connector_audit_dropped_total",
   ],
   agent: [
     "ztna_agent_relay_connected",
@@ -58,6 +66,8 @@ export const EXPORTED_METRICS: Readonly<Record<string, readonly string[]>> = {
     "ztna_agent_datagrams_total",
     "ztna_agent_drops_total",
     "ztna_agent_flow_setup_seconds",
+    "ztna_agent_audit_records_total",
+    "ztna_agent_audit_dropped_total",
   ],
   common: [
     "process_resident_memory_bytes",

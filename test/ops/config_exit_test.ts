@@ -63,6 +63,27 @@ Deno.test("config: invalid input exits 2 naming the field, before anything binds
       assert.equal(code, 2);
       assert.match(stderr, /invalid config: cannot read tls\.cert .*nope\.pem/);
     });
+    await t.step("an audit file destination without a file", async () => {
+      const path = await write("audit.json", {
+        tls: pki.tls("relay"),
+        audit: { destination: "file" },
+      });
+      const { code, stderr } = await run(["task", "relay", "--config", path]);
+      assert.equal(code, 2);
+      assert.match(stderr, /invalid config: audit\.file \(from file\): required when/);
+    });
+    await t.step("an audit destination that does not exist (environment)", async () => {
+      const path = await write("ok-audit.json", { tls: pki.tls("relay") });
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["task", "relay", "--config", path],
+        cwd: PROJECT_ROOT,
+        stdout: "null",
+        stderr: "piped",
+        env: { NO_COLOR: "1", ZTNA_AUDIT_DESTINATION: "syslog" },
+      }).output();
+      assert.equal(out.code, 2);
+      assert.match(new TextDecoder().decode(out.stderr), /audit\.destination \(from env/);
+    });
     await t.step("a config file that is not JSON", async () => {
       const path = await write("broken.json", "{ listen: ");
       const { code, stderr } = await run(["task", "agent", "--config", path]);
