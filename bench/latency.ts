@@ -2,7 +2,9 @@
  * `deno task bench:latency`: round-trip time p50/p99/p99.9 of 1200 B datagrams through
  * agent → relay → connector → echo and back, against the same load sent straight to the
  * echo backend and through an nginx `stream` UDP proxy, at 1,000 datagrams/s and at 50% of
- * the tunnel's echo maximum (found first by stepping the load, or given with `--max=N`).
+ * the tunnel's echo maximum (found first by stepping the load, or given with `--max=N`). The
+ * tunnel runs twice, on the batched UDP socket (`ztna`) and on the portable one
+ * (`ztna_portable`), so before and after come from one run.
  *
  * @module
  */
@@ -14,16 +16,22 @@ import { runSeries } from "./udp_series.ts";
 const givenMax = Number(Deno.args.find((a) => a.startsWith("--max="))?.slice(6) ?? 0);
 const size = 1200;
 const echo = startUdpSink(true);
-const tunnel = await startBenchTunnel({
-  services: { echo: [`udp://127.0.0.1:${echo.port}`] },
-  forwards: [{ listen: "udp://127.0.0.1:0", service: "echo" }],
-});
+// The tunnel on each UDP socket kind: `ztna` is batched, `ztna_portable` the fallback.
+const tunnelOn = (udpSocket: "batched" | "portable") =>
+  startBenchTunnel({
+    services: { echo: [`udp://127.0.0.1:${echo.port}`] },
+    forwards: [{ listen: "udp://127.0.0.1:0", service: "echo" }],
+    udpSocket,
+  });
+const tunnel = await tunnelOn("batched");
+const portable = await tunnelOn("portable");
 const nginx = await startNginxStream("udp", echo.port);
 const rows: Record<string, unknown>[] = [];
 try {
   const targets: Record<string, string> = {
     direct: `127.0.0.1:${echo.port}`,
     ztna: `127.0.0.1:${listenPort(tunnel.listen[0])}`,
+    ztna_portable: `127.0.0.1:${listenPort(portable.listen[0])}`,
     nginx: `127.0.0.1:${nginx.port}`,
   };
   let max = givenMax;
@@ -80,10 +88,15 @@ try {
       p999: Number((other.p999 - direct.p999).toFixed(3)),
     };
   };
-  const addedRows = rates.flatMap((rate) => [added(rate, "ztna"), added(rate, "nginx")]);
+  const addedRows = rates.flatMap((rate) => [
+    added(rate, "ztna"),
+    added(rate, "ztna_portable"),
+    added(rate, "nginx"),
+  ]);
   await writeResult("latency", { size, echo_max: max, rows, added_ms: addedRows });
 } finally {
   await nginx.stop();
   await tunnel.stop();
+  await portable.stop();
   await echo.close();
 }
