@@ -131,9 +131,20 @@ async function runBursts(
   });
   const sizes = Array.from({ length: BURST }, (_, i) => 1 + Math.floor(i * 8191 / (BURST - 1)));
   const payload = new Uint8Array(8192);
-  // Opens the agent's flow before the first counted burst.
+  // Opens the agent's flow, then waits until the sink has heard nothing for 1 s (bounded), so
+  // that what an earlier series left queued in the tunnel is not counted as a burst's.
+  const opened = counter.packets;
   socket.send(payload.subarray(0, 1), to);
-  await waitFor("the flow to open", () => counter.packets >= 1, 10_000).catch(() => {});
+  await waitFor("the flow to open", () => counter.packets > opened, 10_000).catch(() => {});
+  let heard = counter.packets;
+  let quietSince = performance.now();
+  await waitFor("the tunnel to drain", () => {
+    if (counter.packets !== heard) {
+      heard = counter.packets;
+      quietSince = performance.now();
+    }
+    return performance.now() - quietSince >= 1000;
+  }, 20_000).catch(() => {});
   const lostByRound: number[] = [];
   try {
     for (let round = 0; round < ROUNDS; round++) {

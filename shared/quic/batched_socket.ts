@@ -196,19 +196,32 @@ interface EncodedTarget {
 }
 
 const encodedTargets = new WeakMap<UdpTarget, EncodedTarget>();
+/**
+ * The same by address, for target objects seen once: a reply to a datagram's `from` (Deno
+ * makes a new one per receive), a Retry to a new client. Without it each of those would pay a
+ * permission query; bounded, and started over when full.
+ */
+const encodedByAddress = new Map<string, EncodedTarget>();
+const BY_ADDRESS_LIMIT = 16_384;
 
 function encodeTarget(to: UdpTarget, family: number): EncodedTarget {
   const cached = encodedTargets.get(to);
   if (cached !== undefined && cached.family === family) return cached;
-  const sockaddr = new Uint8Array(SOCKADDR_BYTES);
-  const length = encodeSockaddr(to.hostname, to.port, family, sockaddr);
-  let refusal: Error | null = null;
-  const host = formatHostPort({ host: to.hostname, port: to.port });
-  if (length === 0) refusal = new TypeError(`cannot send to ${host} from this socket`);
-  else if (Deno.permissions.querySync({ name: "net", host }).state !== "granted") {
-    refusal = new Deno.errors.NotCapable(`Requires net access to "${host}"`);
+  const key = `${family} ${to.hostname} ${to.port}`;
+  let encoded = encodedByAddress.get(key);
+  if (encoded === undefined) {
+    const sockaddr = new Uint8Array(SOCKADDR_BYTES);
+    const length = encodeSockaddr(to.hostname, to.port, family, sockaddr);
+    let refusal: Error | null = null;
+    const host = formatHostPort({ host: to.hostname, port: to.port });
+    if (length === 0) refusal = new TypeError(`cannot send to ${host} from this socket`);
+    else if (Deno.permissions.querySync({ name: "net", host }).state !== "granted") {
+      refusal = new Deno.errors.NotCapable(`Requires net access to "${host}"`);
+    }
+    encoded = { family, sockaddr, length, refusal };
+    if (encodedByAddress.size >= BY_ADDRESS_LIMIT) encodedByAddress.clear();
+    encodedByAddress.set(key, encoded);
   }
-  const encoded = { family, sockaddr, length, refusal };
   encodedTargets.set(to, encoded);
   return encoded;
 }
