@@ -5,8 +5,15 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { type ComponentProcess, metric, type Pki, portOf, scrape } from "./harness.ts";
-import { startTrio } from "./trio.ts";
+import {
+  type ComponentProcess,
+  metric,
+  type Pki,
+  portOf,
+  scrape,
+  startEchoService,
+} from "./harness.ts";
+import { startTrio, type Trio, type TrioOptions } from "./trio.ts";
 
 /** A running relay + connector + agent carrying TCP services. */
 export interface TcpTunnel extends AsyncDisposable {
@@ -47,6 +54,32 @@ export async function startTcpTunnel(options: TcpTunnelOptions): Promise<TcpTunn
   // TCP forwards are listed in config order.
   const ports = Object.fromEntries(forwarded.map((name, i) => [name, portOf(trio.listen[i])]));
   return { ...trio, ports };
+}
+
+/**
+ * Starts the demo UDP echo service (`echo`), a TCP echo backend (`tcpecho`) and a trio around
+ * both, the agent forwarding `udp://` then `tcp://` in that order; `options` adds the rest.
+ * The backends stop with the trio; `backendPorts` says where they listen.
+ */
+export async function startEchoTrio(
+  options: Omit<TrioOptions, "backends" | "forwards"> = {},
+): Promise<Trio & { backendPorts: { echo: number; tcpecho: number } }> {
+  const echo = await startEchoService();
+  const tcpBackend = startTcpServer(echoTcp);
+  const trio = await startTrio({
+    ...options,
+    backends: {
+      echo: `udp://127.0.0.1:${echo.port}`,
+      tcpecho: `tcp://127.0.0.1:${tcpBackend.port}`,
+    },
+    forwards: [
+      { listen: "udp://127.0.0.1:0", service: "echo" },
+      { listen: "tcp://127.0.0.1:0", service: "tcpecho" },
+    ],
+    processes: [echo.proc, ...options.processes ?? []],
+    cleanups: [() => tcpBackend.close(), ...options.cleanups ?? []],
+  });
+  return Object.assign(trio, { backendPorts: { echo: echo.port, tcpecho: tcpBackend.port } });
 }
 
 /** Deterministic test bytes: a 65,521-byte block (prime, so it never aligns with buffers). */

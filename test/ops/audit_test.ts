@@ -16,7 +16,7 @@ import {
 } from "../_support/harness.ts";
 import { startTrio } from "../_support/trio.ts";
 import { waitFor } from "../_support/wait.ts";
-import { echoTcp, readAll, startTcpServer, writeAll } from "../_support/tcp_util.ts";
+import { readAll, startEchoTrio, writeAll } from "../_support/tcp_util.ts";
 
 type AuditRecord = Record<string, unknown>;
 
@@ -37,24 +37,13 @@ async function fileAudit(path: string): Promise<AuditRecord[]> {
 Deno.test("audit: UDP and TCP flows, a refused open and a policy reload are recorded at all three hops", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ztna-audit-" });
   const auditFile = join(dir, "relay-audit.jsonl");
-  const echo = await startEchoService();
-  const tcpBackend = startTcpServer(echoTcp);
-  const trio = await startTrio({
-    backends: {
-      echo: `udp://127.0.0.1:${echo.port}`,
-      tcpecho: `tcp://127.0.0.1:${tcpBackend.port}`,
-    },
-    forwards: [
-      { listen: "udp://127.0.0.1:0", service: "echo" },
-      { listen: "tcp://127.0.0.1:0", service: "tcpecho" },
-    ],
+  const trio = await startEchoTrio({
     extraClients: ["agent-2"],
     // Strict: the derived sandbox (write access to the audit files only) must be exact.
     relay: { id: "relay-a", strict_sandbox: true, audit: { destination: "file", file: auditFile } },
     // A short idle time ends the UDP flow (and so writes its close) soon after the test.
     agent: { flow_idle_ms: 1000 },
-    processes: [echo.proc],
-    cleanups: [() => tcpBackend.close(), () => Deno.remove(dir, { recursive: true })],
+    cleanups: [() => Deno.remove(dir, { recursive: true })],
   });
   try {
     const { relay, connector, agent } = trio;
@@ -140,11 +129,11 @@ Deno.test("audit: UDP and TCP flows, a refused open and a policy reload are reco
       );
     const cUdp = await connectorClose("udp");
     assert.equal(cUdp.agent, "agent-1");
-    assert.equal(cUdp.backend, `127.0.0.1:${echo.port}`);
+    assert.equal(cUdp.backend, `127.0.0.1:${trio.backendPorts.echo}`);
     assert.equal(cUdp.bytes_to_service, sent);
     assert.equal(cUdp.bytes_to_agent, sent);
     const cTcp = await connectorClose("tcp");
-    assert.equal(cTcp.backend, `127.0.0.1:${tcpBackend.port}`);
+    assert.equal(cTcp.backend, `127.0.0.1:${trio.backendPorts.tcpecho}`);
     assert.equal(cTcp.bytes_to_service, payload.length);
     assert.equal(cTcp.bytes_to_agent, payload.length);
     assert.equal(cTcp.reason, "complete");

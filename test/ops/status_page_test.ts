@@ -7,10 +7,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { requireTools } from "../../tools/host_tools.ts";
-import { metric, portOf, scrape, startEchoService, udpClient } from "../_support/harness.ts";
-import { startTrio } from "../_support/trio.ts";
+import { metric, portOf, scrape, udpClient } from "../_support/harness.ts";
 import { waitFor } from "../_support/wait.ts";
-import { echoTcp, startTcpServer, writeAll } from "../_support/tcp_util.ts";
+import { startEchoTrio, writeAll } from "../_support/tcp_util.ts";
 
 /** A certificate name an attacker could choose (its CA lets users pick their CN). */
 const HOSTILE = `<img src=x onerror="document.title='owned'">evil`;
@@ -107,20 +106,8 @@ async function chromium(url: string, flags: string[]): Promise<string> {
 
 Deno.test("status: /status in headless Chromium shows the service, its connector and the agents; /status.json matches /metrics", async () => {
   requireTools(["chromium", "openssl"]);
-  const echo = await startEchoService();
-  const tcpBackend = startTcpServer(echoTcp);
-  const trio = await startTrio({
-    backends: {
-      echo: `udp://127.0.0.1:${echo.port}`,
-      tcpecho: `tcp://127.0.0.1:${tcpBackend.port}`,
-    },
-    forwards: [
-      { listen: "udp://127.0.0.1:0", service: "echo" },
-      { listen: "tcp://127.0.0.1:0", service: "tcpecho" },
-    ],
+  const trio = await startEchoTrio({
     relay: { id: "relay-<main>" },
-    processes: [echo.proc],
-    cleanups: [() => tcpBackend.close()],
   });
   const shots = await Deno.makeTempDir({ prefix: "ztna-status-" });
   let tcpConn: Deno.TcpConn | null = null;

@@ -10,13 +10,11 @@ import { portOf, startComponent, startEchoService, udpClient } from "../_support
 import { startTrio } from "../_support/trio.ts";
 import { waitFor } from "../_support/wait.ts";
 import { startOtlpReceiver } from "../_support/otlp_receiver.ts";
-import { echoTcp, readAll, startTcpServer, writeAll } from "../_support/tcp_util.ts";
+import { readAll, startEchoTrio, writeAll } from "../_support/tcp_util.ts";
 import type { ReceivedSpan } from "../_support/otlp_receiver.ts";
 
 Deno.test("trace: one flow setup exports linked spans from agent, relay and connector", async () => {
   const receiver = startOtlpReceiver();
-  const echo = await startEchoService();
-  const tcpBackend = startTcpServer(echoTcp);
   // The standard variables only: Deno reads them at start. JSON so the test can read it;
   // a short batch delay so the spans arrive while the processes run.
   const otel = (component: Component) => ({
@@ -26,20 +24,11 @@ Deno.test("trace: one flow setup exports linked spans from agent, relay and conn
     OTEL_SERVICE_NAME: `ztna-${component}`,
     OTEL_BSP_SCHEDULE_DELAY: "100",
   });
-  const trio = await startTrio({
-    backends: {
-      echo: `udp://127.0.0.1:${echo.port}`,
-      tcpecho: `tcp://127.0.0.1:${tcpBackend.port}`,
-    },
-    forwards: [
-      { listen: "udp://127.0.0.1:0", service: "echo" },
-      { listen: "tcp://127.0.0.1:0", service: "tcpecho" },
-    ],
+  const trio = await startEchoTrio({
     relay: { log_level: "debug" },
     connector: { log_level: "debug" },
     agent: { log_level: "debug" },
-    processes: [echo.proc],
-    cleanups: [() => tcpBackend.close(), () => receiver.close()],
+    cleanups: [() => receiver.close()],
     start: (component, config) => startComponent(component, config, { env: otel(component) }),
   });
   try {
