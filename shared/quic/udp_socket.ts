@@ -58,7 +58,7 @@ export function udpStats(): Readonly<UdpStats> {
   return stats;
 }
 
-let settings: UdpSettings = DEFAULT_UDP_SETTINGS;
+let wanted: UdpSettings["kind"] = DEFAULT_UDP_SETTINGS.kind;
 let choice: UdpChoice | undefined;
 /** What batched sockets ask the kernel for; `warn` is dropped after its one warning. */
 let batched: { bufferBytes: number; warn?: (m: string, f: Record<string, unknown>) => void } = {
@@ -74,7 +74,7 @@ export function configureUdpSockets(
   next: UdpSettings,
   warn?: (message: string, fields: Record<string, unknown>) => void,
 ): UdpChoice {
-  settings = next;
+  wanted = next.kind;
   batched = { bufferBytes: next.bufferBytes, warn };
   choice = undefined;
   return udpChoice();
@@ -83,13 +83,13 @@ export function configureUdpSockets(
 /** The socket kind in force (decided on first use). */
 export function udpChoice(): UdpChoice {
   if (choice !== undefined) return choice;
-  if (settings.kind === "portable") {
+  if (wanted === "portable") {
     choice = { kind: "portable", reason: "configured" };
     return choice;
   }
   const libc = openLibc();
   if (libc.ok) choice = { kind: "batched", libc: libc.path };
-  else if (settings.kind === "batched") {
+  else if (wanted === "batched") {
     throw new Error(`udp.socket is "batched" but ${libc.reason}`);
   } else choice = { kind: "portable", reason: libc.reason };
   return choice;
