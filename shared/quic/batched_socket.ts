@@ -576,7 +576,6 @@ export function openBatchedSocket(
   return {
     addr,
     kind: "batched",
-    batchesReceives: true,
     sendBuffer() {
       reserved = reserve(sendBufferBytes);
       return arena.data.bytes.subarray(reserved, reserved + sendBufferBytes);

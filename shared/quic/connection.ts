@@ -421,8 +421,8 @@ function handlerFailed(state: ConnectionState, error: unknown, where: string): v
 
 /**
  * Flushes the connection at the end of this event-loop turn (once, however often asked): one
- * flush carries everything the application wrote in the turn and the ACKs for every packet a
- * receive batch brought, and small DATAGRAM frames written in one turn share packets.
+ * flush carries everything the application wrote in the turn (and any ACK owed), and small
+ * DATAGRAM frames written in one turn share packets.
  */
 function queueFlush(state: ConnectionState): void {
   if (state.flushQueued) return;
@@ -461,20 +461,20 @@ export function receivePacket(
 
 function afterPacket(state: ConnectionState): void {
   dispatchEvents(state);
-  if (!state.wasEstablished) flushConnection(state);
-  else if (state.socket.batchesReceives) queueFlush(state);
-  else deferFlush(state);
+  if (state.wasEstablished) deferFlush(state);
+  else flushConnection(state);
 }
 
 /**
  * After the handshake, what a received packet makes quiche send is mostly an ACK, and
  * quiche answers every ack-eliciting packet with one when flushed at once: a packet sent
- * and received (two syscalls, an encrypt and a decrypt) per datagram per hop. A batched
- * socket delivers many packets in one turn, so the turn's flush answers them all. The
- * portable socket delivers one per turn: there the flush waits for the next turn, so the
- * packets that arrive meanwhile share one ACK; anything the application writes in this turn
- * still goes out in this turn (its microtask flush carries the ACK too). The delay is far
- * below quiche's max_ack_delay.
+ * and received (two syscalls, an encrypt and a decrypt) per datagram per hop. Deferring that
+ * flush to the next event-loop turn lets the packets of further receive batches share one
+ * ACK; anything the application writes in this turn still goes out in this turn (its
+ * microtask flush carries the ACK too). The delay is far below quiche's max_ack_delay. On the
+ * batched socket, flushing ACKs at the end of each batch instead cost a quarter of the UDP
+ * rate (1200 B one way at ≤ 1% loss: 14,875/s against 19,947/s deferred) and let 200
+ * concurrent TCP flows starve each other (a median flow at 0% when the first was done).
  */
 function deferFlush(state: ConnectionState): void {
   if (state.ackTimer !== undefined || state.flushQueued || state.finished) return;

@@ -104,7 +104,6 @@ export function openPortableSocket(
   return {
     addr: conn.addr as Deno.NetAddr,
     kind: "portable",
-    batchesReceives: false,
     sendBuffer() {
       reserved ??= pool.acquire();
       return reserved;

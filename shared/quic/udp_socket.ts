@@ -126,11 +126,6 @@ export interface UdpSocket {
   /** Which implementation serves it. */
   readonly kind: UdpSocketKind;
   /**
-   * True when received datagrams arrive in batches, delivered in one event-loop turn: a
-   * reply flushed at the turn's end answers them all (QUIC ACKs). False: one per turn.
-   */
-  readonly batchesReceives: boolean;
-  /**
    * Room for one outgoing datagram of up to `sendBufferBytes`, to write in place and then
    * {@linkcode UdpSocket.commit}. Valid until the commit or the next call.
    */
