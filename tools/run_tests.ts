@@ -3,7 +3,7 @@
  * processes as is safe.
  *
  * Test modules that drive QUIC connections inside the test process (their import graph
- * reaches `shared/quic/server.ts` or `shared/quic/client.ts`) each get a process of their own;
+ * reaches `shared/quic/server.ts`, `client.ts` or `e2e_session.ts`) each get a process of their own;
  * everything else runs in one `deno test --parallel --doc`. The reason: `deno test` runs each
  * module on its own thread with its own V8 isolate, and with quiche's Node-API addon busy in
  * several isolates of one process, Deno 2.9.6 died now and then after those modules
@@ -19,7 +19,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { PROJECT_ROOT } from "./permissions.ts";
 
 /** Files whose presence in a module's import graph puts it in a process of its own. */
-const ENDPOINTS = ["shared/quic/server.ts", "shared/quic/client.ts"].map((p) =>
+const ENDPOINTS = ["shared/quic/server.ts", "shared/quic/client.ts", "shared/quic/e2e_session.ts"].map((p) =>
   join(PROJECT_ROOT, p)
 );
 const SKIP_DIRS = new Set(["node_modules", ".git", ".state"]);

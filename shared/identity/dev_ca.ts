@@ -186,7 +186,7 @@ export async function createRelayCertificate(
       { type: "ip", value: "127.0.0.1" },
       { type: "ip", value: "::1" },
     ],
-    usage: x509.ExtendedKeyUsage.serverAuth,
+    usage: [x509.ExtendedKeyUsage.serverAuth],
     now,
     validityDays,
   });
@@ -194,7 +194,7 @@ export async function createRelayCertificate(
 
 /**
  * Issues a client certificate for a connector or agent: CN `name`, SAN URI
- * `ztna://identity/<name>`, extendedKeyUsage clientAuth.
+ * `ztna://identity/<name>`, extendedKeyUsage clientAuth and serverAuth.
  *
  * @example Usage
  * ```ts
@@ -224,7 +224,9 @@ export async function createClientCertificate(
   return await issueLeaf(ca, {
     commonName: name,
     altNames: [{ type: "url", value: `ztna://identity/${name}` }],
-    usage: x509.ExtendedKeyUsage.clientAuth,
+    // serverAuth too: a connector is the TLS server of its end-to-end sessions with agents
+    // (docs/PROTOCOL.md §8), and BoringSSL checks the server purpose there.
+    usage: [x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth],
     now,
     validityDays,
   });
@@ -263,7 +265,7 @@ export async function certificateIssuedBy(certPem: string, caCertPem: string): P
 interface LeafParams {
   commonName: string;
   altNames: x509.JsonGeneralName[];
-  usage: x509.ExtendedKeyUsage;
+  usage: x509.ExtendedKeyUsage[];
   now: Date;
   validityDays: number;
 }
@@ -284,7 +286,7 @@ async function issueLeaf(ca: CertificateAndKey, params: LeafParams): Promise<Cer
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([params.usage]),
+      new x509.ExtendedKeyUsageExtension(params.usage),
       new x509.SubjectAlternativeNameExtension(params.altNames),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
       await x509.AuthorityKeyIdentifierExtension.create(issuer.cert),

@@ -78,6 +78,7 @@ Deno.test("createClientCertificate() puts the name in CN and a ztna:// SAN URI",
   deepEqual(altNames(cert), ["url:ztna://identity/agent.alice@example"]);
   deepEqual(cert.getExtension(x509.ExtendedKeyUsageExtension)?.usages, [
     x509.ExtendedKeyUsage.clientAuth,
+    x509.ExtendedKeyUsage.serverAuth,
   ]);
   equal(cert.getExtension(x509.BasicConstraintsExtension)?.ca, false);
   equal(cert.getExtension(x509.KeyUsagesExtension)?.usages, x509.KeyUsageFlags.digitalSignature);

@@ -17,7 +17,7 @@ import {
   type TlsMaterial,
   type TransportOptions,
 } from "./tls_config.ts";
-import { openUdpSocket } from "./udp_socket.ts";
+import { openUdpSocket, type UdpSocket } from "./udp_socket.ts";
 
 /** Options for {@linkcode connectQuic}. */
 export interface QuicClientOptions extends TransportOptions {
@@ -33,6 +33,18 @@ export interface QuicClientOptions extends TransportOptions {
   bindHost?: string;
   /** Told about exceptions from the connection's handlers (each closes the connection). */
   onHandlerError?: HandlerErrorReporter;
+  /**
+   * Receives the server's datagrams whose QUIC fixed bit is clear: channel packets
+   * (`shared/protocol/channel_packet.ts`). Without it they go to quiche, which drops them.
+   * `packet` is only valid during the call.
+   */
+  onChannelPacket?: (packet: Uint8Array) => void;
+}
+
+/** A client connection plus its socket, which channel packets to the server share. */
+export interface QuicClientConnection extends QuicConnection {
+  /** The connection's own UDP socket. */
+  readonly socket: UdpSocket;
 }
 
 /**
@@ -46,10 +58,11 @@ export interface QuicClientOptions extends TransportOptions {
  * conn.setHandlers({ onEstablished: () => conn.sendDatagram(new Uint8Array([1])) });
  * ```
  */
-export function connectQuic(options: QuicClientOptions): QuicConnection {
+export function connectQuic(options: QuicClientOptions): QuicClientConnection {
   const { server, serverName } = options;
   const bindHost = options.bindHost ?? (server.host.includes(":") ? "::" : "0.0.0.0");
   const config = createQuicConfig(options.tls, options);
+  const { onChannelPacket } = options;
   let deliver: (packet: Uint8Array, from: Deno.NetAddr) => void = () => {};
   const socket = openUdpSocket({
     host: bindHost,
@@ -58,7 +71,10 @@ export function connectQuic(options: QuicClientOptions): QuicConnection {
     sendBufferBytes: sendBufferBytesFor(options.maxUdpPayload),
     onPacket(packet, from) {
       // Only the server may talk to this socket; anything else is injected traffic.
-      if (from.port === server.port && from.hostname === server.host) deliver(packet, from);
+      if (from.port !== server.port || from.hostname !== server.host) return;
+      if (onChannelPacket !== undefined && packet.length > 0 && (packet[0] & 0x40) === 0) {
+        onChannelPacket(packet);
+      } else deliver(packet, from);
     },
   });
   const local: HostPort = { host: socket.addr.hostname, port: socket.addr.port };
@@ -80,5 +96,5 @@ export function connectQuic(options: QuicClientOptions): QuicConnection {
   deliver = (packet, from) => receivePacket(state, packet, from);
   // The first flight (ClientHello) goes out after the caller has set its handlers.
   queueMicrotask(state.flushNow);
-  return state.api;
+  return Object.assign(state.api, { socket });
 }

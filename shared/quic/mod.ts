@@ -4,7 +4,7 @@
  *
  * @module
  */
-export { connectQuic, type QuicClientOptions } from "./client.ts";
+export { connectQuic, type QuicClientConnection, type QuicClientOptions } from "./client.ts";
 export {
   CloseCode,
   type CloseInfo,

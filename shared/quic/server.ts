@@ -117,6 +117,12 @@ export interface QuicServerOptions extends TransportOptions {
   admit?: (peer: HostPort) => boolean;
   /** A new connection (handshake in progress): set its handlers here. */
   onConnection: (conn: QuicConnection) => void;
+  /**
+   * Receives every datagram whose QUIC fixed bit is clear: channel packets
+   * (`shared/protocol/channel_packet.ts`), which share this socket. Without it they are
+   * dropped as `malformed_header`. `packet` and `from` are only valid during the call.
+   */
+  onChannelPacket?: (packet: Uint8Array, from: Deno.NetAddr) => void;
   /** Told about exceptions from connection handlers (each closes its connection). */
   onHandlerError?: HandlerErrorReporter;
 }
@@ -125,6 +131,8 @@ export interface QuicServerOptions extends TransportOptions {
 export interface QuicServer {
   /** The bound UDP address. */
   readonly addr: HostPort;
+  /** The socket, for channel packets sent alongside the connections' own. */
+  readonly socket: UdpSocket;
   /** Live connections. */
   readonly connections: ReadonlySet<QuicConnection>;
   /** Packet-level counters. */
@@ -244,6 +252,11 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
   const local: HostPort = { host: socket.addr.hostname, port: socket.addr.port };
 
   function handlePacket(packet: Uint8Array, from: Deno.NetAddr): void {
+    // Channel packets never set the fixed bit that every QUIC packet sets (RFC 9000 §17).
+    if (packet.length > 0 && (packet[0] & 0x40) === 0 && options.onChannelPacket) {
+      options.onChannelPacket(packet, from);
+      return;
+    }
     // Short-header packets (first bit 0) are all traffic after the handshake; their DCID is
     // one of ours, the CONN_ID_LEN bytes after the first byte. Routing them needs no native
     // header parse (a call into the addon and three allocations per packet).
@@ -437,6 +450,7 @@ export function startQuicServer(options: QuicServerOptions): QuicServer {
 
   return {
     addr: local,
+    socket,
     connections: live,
     counters,
     authenticated(conn) {
