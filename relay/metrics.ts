@@ -32,6 +32,12 @@ export interface RelayMetrics {
   preauthConnections: Gauge<"stage">;
   preauthCloses: Counter<"reason">;
   statelessAnswers: Counter<"kind">;
+  channelsActive: Gauge;
+  channelPackets: Counter<"direction">;
+  channelBytes: Counter<"direction">;
+  channelDrops: Counter<"reason">;
+  channelsOpened: Counter<"service">;
+  channelsClosed: Counter;
 }
 
 /** Figures the relay keeps as plain numbers and the registry reads at scrape time. */
@@ -48,6 +54,14 @@ export interface RelayMetricSources {
   statelessAnswers: () => Record<string, number>;
   /** Payload bytes and packets per service of the policy (running totals). */
   serviceTraffic: () => Record<string, FlowTotals>;
+  /** Live channels. */
+  channels: () => number;
+  /** Channel packets forwarded, by direction (running totals). */
+  channelPackets: () => Record<string, number>;
+  /** Channel payload bytes forwarded, by direction (running totals). */
+  channelBytes: () => Record<string, number>;
+  /** Channel packets dropped, by reason (running totals). */
+  channelDrops: () => Record<string, number>;
 }
 
 /**
@@ -255,6 +269,50 @@ export function createRelayMetrics(
       "Packets answered without connection state: retry, version_negotiation, invalid_token.",
       "kind",
       sources.statelessAnswers,
+    ),
+    channelsOpened: new Counter({
+      name: `${p}channels_opened_total`,
+      help: "Channels opened (each carries one agent's end-to-end session with one connector), " +
+        "by the service asked for.",
+      labelNames: ["service"],
+      registers,
+    }),
+    channelsClosed: new Counter({
+      name: `${p}channels_closed_total`,
+      help: "Channels removed (peer gone, closed by a peer, revoked by policy).",
+      registers,
+    }),
+    channelsActive: new Gauge({
+      name: `${p}channels_active`,
+      help: "Live channels.",
+      registers,
+      collect() {
+        this.set(sources.channels());
+      },
+    }),
+    channelPackets: totalsCounter(
+      registers,
+      `${p}channel_packets_total`,
+      "End-to-end session packets forwarded blind through channels, by direction (to_connector, " +
+        "to_agent).",
+      "direction",
+      sources.channelPackets,
+    ),
+    channelBytes: totalsCounter(
+      registers,
+      `${p}channel_bytes_total`,
+      "Bytes of end-to-end session packets (encrypted, channel header excluded) forwarded, by " +
+        "direction.",
+      "direction",
+      sources.channelBytes,
+    ),
+    channelDrops: totalsCounter(
+      registers,
+      `${p}channel_drops_total`,
+      "Channel packets dropped, by reason (malformed, unknown_channel, wrong_source: not from " +
+        "the connection the id belongs to, rate_limited, too_large).",
+      "reason",
+      sources.channelDrops,
     ),
     preauthConnections: new Gauge({
       name: `${p}preauth_connections`,

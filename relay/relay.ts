@@ -54,6 +54,9 @@ import {
 } from "../shared/flow_ledger.ts";
 import type { FlowSpan, FlowTracer } from "../shared/trace.ts";
 import { type RelayStatus, relayStatus } from "./status.ts";
+import { type Channel, createChannels } from "./channels.ts";
+import type { SessionOpenMessage } from "../shared/protocol/control.ts";
+import { sendBufferBytesFor } from "../shared/quic/tls_config.ts";
 
 /** One end of a flow: a session and the flow id that session uses. */
 interface FlowEnd {
@@ -115,6 +118,15 @@ interface Session {
   since: number;
   /** Totals of this agent's flows that have closed (open ones are in the ledger). */
   closedTotals: FlowTotals;
+  /** A connector's process instance (`hello.instance`). */
+  instance: string | undefined;
+}
+
+/** An agent's `session_open` waiting for the connector's `channel_ready`. */
+interface PendingChannel {
+  agent: Session;
+  request: number;
+  timer: ReturnType<typeof setTimeout>;
 }
 
 /** A running relay. */
@@ -207,7 +219,16 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     },
     onConnection: accept,
     onHandlerError: deps.onHandlerError,
+    onChannelPacket: (packet, from) => channels.forward(packet, from),
   });
+  // End-to-end sessions' packets: forwarded blind (relay/channels.ts).
+  const channels = createChannels<Session>({
+    socket: () => server.socket,
+    packetsPerSecondPerIdentity: config.limits.channel_packets_per_second_per_identity,
+    maxPacketBytes: sendBufferBytesFor(),
+  });
+  /** `session_open`s waiting for their connector, by channel. */
+  const channelWaits = new Map<Channel<Session>, PendingChannel[]>();
   const metrics = deps.metrics({
     packetDrops: () => ({ ...server.counters.drops }),
     preauth: () => ({ ...server.preauth() }),
@@ -225,6 +246,10 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       Object.fromEntries(
         Object.keys(policyServices).map((name) => [name, registry.connectors(name)]),
       ),
+    channels: () => channels.size,
+    channelPackets: () => ({ ...channels.counters.packets }),
+    channelBytes: () => ({ ...channels.counters.bytes }),
+    channelDrops: () => ({ ...channels.counters.drops }),
     // Per-service traffic, for the services of the current policy only (bounded labels).
     serviceTraffic: () => {
       const totals = ledger.serviceTotals();
@@ -339,6 +364,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       shed: false,
       since: Date.now(),
       closedTotals: emptyTotals(),
+      instance: undefined,
     };
     session.channel = createControlChannel(conn, {
       maxFrameBytes: config.limits.max_frame_bytes,
@@ -421,6 +447,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         });
       }
       session.role = message.role;
+      if (message.role === "connector") session.instance = message.instance;
       server.authenticated(session.conn);
       session.channel.setMaxFrameBytes(config.limits.max_frame_bytes);
       metrics.connectionsAccepted.inc({ role: message.role });
@@ -453,6 +480,17 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       case "open":
         if (session.role === "agent") return openFromAgent(session, message);
         return violation(session, "unexpected_open", "connectors do not open flows");
+      case "session_open":
+        if (onlyFor(session, "agent", message.type)) openChannel(session, message);
+        return;
+      case "channel_ready":
+        if (onlyFor(session, "connector", message.type)) channelReady(session, message.channel);
+        return;
+      case "channel_closed": {
+        const channel = channels.byId(session, message.channel);
+        if (channel !== undefined) closeChannel(channel, "closed by peer", session);
+        return;
+      }
       case "opened":
       case "refused":
         if (onlyFor(session, "connector", message.type)) answerFromConnector(session, message);
@@ -828,9 +866,125 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     countFlow(flow.entry, toConnector, view.bodyEnd - view.bodyOffset);
   }
 
+  /**
+   * The services of `connector` that `agent` may reach through a channel: those it offers
+   * that policy lets the agent open and the connector serve.
+   */
+  function grantFor(agent: Session, connector: Session): string[] {
+    const names = new Set([...connector.offers].map((offer) => offer.split("/")[0]));
+    return [...names].filter((name) =>
+      policy.mayOpen(agent.identity, name) && policy.mayRegister(connector.identity, name)
+    ).sort();
+  }
+
+  /**
+   * An agent's `session_open`: policy and connector choice as for a flow, then a channel (or
+   * the one this session already has through this relay), announced to the connector; the
+   * agent hears `session_opened` once the connector is ready.
+   */
+  function openChannel(agent: Session, message: SessionOpenMessage): void {
+    const { id, service } = message;
+    const refuseChannel = (reason: RefusedReason, text: string) => {
+      metrics.flowRefusals.inc({ reason });
+      agent.channel.send({ type: "refused", id, reason, message: text });
+    };
+    if (draining) return refuseChannel("draining", "relay is draining; reconnect elsewhere");
+    if (!policy.mayOpen(agent.identity, service)) {
+      metrics.authFailures.inc({ reason: "open_forbidden" });
+      agent.log.warn("session refused by policy", { service });
+      return refuseChannel(
+        "forbidden",
+        `identity "${agent.identity}" may not use service "${service}"`,
+      );
+    }
+    const usable = (s: Session) =>
+      !s.retiring && (message.connector === undefined || s.instance === message.connector);
+    const connector = registry.pick(service, "tcp", usable) ??
+      registry.pick(service, "udp", usable);
+    if (connector === undefined) {
+      return refuseChannel(
+        registry.has(service) ? "unavailable" : "unknown_service",
+        message.connector === undefined
+          ? `no connector serves ${service} right now`
+          : `connector instance ${message.connector} is not connected here`,
+      );
+    }
+    let channel = channels.find(agent, connector, message.session);
+    if (channel === undefined) {
+      if (channels.of(agent).length >= config.limits.channels_per_connection) {
+        metrics.limitHits.inc({ limit: "channels_per_connection" });
+        return refuseChannel("limit", `at most ${config.limits.channels_per_connection} channels`);
+      }
+      channel = channels.open(agent, connector, message.session, grantFor(agent, connector));
+      metrics.channelsOpened.inc({ service });
+      agent.log.info("channel opened", { service, connector: connector.identity });
+    } else channel.services = new Set(grantFor(agent, connector));
+    const waits = channelWaits.get(channel) ?? [];
+    channelWaits.set(channel, waits);
+    const opened = channel;
+    waits.push({
+      agent,
+      request: id,
+      timer: setTimeout(() =>
+        agent.conn.guard("channel timeout", () => {
+          const left = channelWaits.get(opened)?.filter((w) =>
+            w.request !== id || w.agent !== agent
+          );
+          if (left === undefined) return;
+          channelWaits.set(opened, left);
+          refuseChannel("unavailable", "connector did not answer in time");
+        }), OPEN_TIMEOUT_MS),
+    });
+    announceChannel(channel);
+  }
+
+  function announceChannel(channel: Channel<Session>): void {
+    channel.connector.session.channel.send({
+      type: "channel",
+      channel: channel.connector.id,
+      agent: channel.agent.session.identity,
+      session: channel.session,
+      services: [...channel.services],
+    });
+  }
+
+  function channelReady(connector: Session, id: number): void {
+    const channel = channels.byId(connector, id);
+    if (channel === undefined) return;
+    const waits = channelWaits.get(channel) ?? [];
+    channelWaits.delete(channel);
+    for (const wait of waits) {
+      clearTimeout(wait.timer);
+      wait.agent.channel.send({
+        type: "session_opened",
+        id: wait.request,
+        channel: channel.agent.id,
+        connector: connector.identity,
+        instance: connector.instance ?? "00000000",
+        services: [...channel.services],
+      });
+    }
+  }
+
+  /** Removes a channel and tells its sides (except `by`, which closed it) why. */
+  function closeChannel(channel: Channel<Session>, reason: string, by?: Session): void {
+    channels.close(channel);
+    for (const wait of channelWaits.get(channel) ?? []) clearTimeout(wait.timer);
+    channelWaits.delete(channel);
+    metrics.channelsClosed.inc();
+    for (const side of [channel.agent, channel.connector]) {
+      if (side.session === by || side.session.conn.closed) continue;
+      side.session.conn.guard(
+        "channel close",
+        () => side.session.channel.send({ type: "channel_closed", channel: side.id, reason }),
+      );
+    }
+  }
+
   function endSession(session: Session, reason: string): void {
     if (!sessions.delete(session)) return;
     tcp.peerClosed(session);
+    for (const channel of channels.of(session)) closeChannel(channel, "peer disconnected", session);
     for (const flowId of [...session.flows.keys()]) {
       closeFlow(session, flowId, "peer disconnected", true, "disconnect");
     }
@@ -962,6 +1116,21 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         if (done !== true) failed++;
       }
       metrics.servicesRegistered.set(registry.size);
+      // A channel carries what both ends are still allowed: none left closes it; a smaller
+      // grant is announced to the connector, which closes the flows it no longer covers.
+      for (const session of [...sessions]) {
+        if (session.role !== "agent") continue;
+        for (const channel of channels.of(session)) {
+          const granted = grantFor(channel.agent.session, channel.connector.session);
+          if (granted.length === 0) {
+            closeChannel(channel, "no longer allowed by policy");
+            closed++;
+          } else if (granted.join() !== [...channel.services].join()) {
+            channel.services = new Set(granted);
+            channel.connector.session.conn.guard("policy reload", () => announceChannel(channel));
+          }
+        }
+      }
       closed += tcp.revoke((agent, service, connector) =>
         policy.mayOpen(agent.identity, service) &&
         policy.mayRegister(connector.identity, service)

@@ -146,6 +146,10 @@ const scratch = new Uint8Array(16_384);
  *   preauthCloses: none,
  *   statelessAnswers: none,
  *   serviceTraffic: none,
+ *   channels: () => 0,
+ *   channelPackets: none,
+ *   channelBytes: none,
+ *   channelDrops: none,
  * });
  * const tcp = createTcpFlows<StreamPeer>({
  *   // The relay passes the same rule it applies to UDP opens (policy, limits, round robin).

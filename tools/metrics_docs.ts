@@ -82,6 +82,10 @@ function register(component: typeof metricComponents[number], registry: Registry
         preauthCloses: none,
         statelessAnswers: none,
         serviceTraffic: none,
+        channels: () => 0,
+        channelPackets: none,
+        channelBytes: none,
+        channelDrops: none,
       });
       return;
     case "connector":

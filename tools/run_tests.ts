@@ -19,9 +19,8 @@ import { dirname, join, relative, resolve } from "node:path";
 import { PROJECT_ROOT } from "./permissions.ts";
 
 /** Files whose presence in a module's import graph puts it in a process of its own. */
-const ENDPOINTS = ["shared/quic/server.ts", "shared/quic/client.ts", "shared/quic/e2e_session.ts"].map((p) =>
-  join(PROJECT_ROOT, p)
-);
+const ENDPOINTS = ["shared/quic/server.ts", "shared/quic/client.ts", "shared/quic/e2e_session.ts"]
+  .map((p) => join(PROJECT_ROOT, p));
 const SKIP_DIRS = new Set(["node_modules", ".git", ".state"]);
 
 /** Every `*_test.ts` below `root`, sorted, as `deno test` would find them. */

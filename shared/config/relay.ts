@@ -76,6 +76,14 @@ export const relayConfigSchema = z.object({
     flows_per_connection: count.prefault(1024).describe(
       "Live flows one agent connection may hold; further opens are refused with `limit`.",
     ),
+    channels_per_connection: count.prefault(64).describe(
+      "Channels (end-to-end sessions carried, one per connector reached) one agent connection " +
+        "may hold; further `session_open`s are refused with `limit`.",
+    ),
+    channel_packets_per_second_per_identity: count.prefault(200_000).describe(
+      "Channel packets per second one agent identity may send through the relay over all its " +
+        "channels (burst: one second's worth); beyond it they are dropped (`rate_limited`).",
+    ),
     handshakes_per_second_per_ip: count.prefault(200).describe(
       "Sustained new handshakes per second from one source address (also the burst).",
     ),

@@ -57,6 +57,11 @@ export const helloSchema = z.strictObject({
   role: z.enum(["connector", "agent", "relay"]),
   token: z.string().max(512).optional(),
   identity: z.string().max(1024).optional(),
+  /**
+   * A connector's process instance (random per start): lets an agent ask a second relay for
+   * a channel to the same connector process that holds its end-to-end session.
+   */
+  instance: z.string().regex(/^[0-9a-f]{8,64}$/).optional(),
 });
 /** `register`: a connector offers services. */
 export const registerSchema = z.strictObject({
@@ -121,6 +126,56 @@ export const closeSchema = z.strictObject({
   flow: uint,
   reason: z.string().optional(),
 });
+/** An end-to-end session's id: chosen by the agent, the same through every relay. */
+export const sessionIdSchema = z.string().regex(/^[0-9a-f]{32}$/);
+/** A channel's id on one side (u32, never 0). */
+const channelIdSchema = z.int().min(1).max(0xffff_ffff);
+/**
+ * `session_open`: an agent asks for a channel to a connector of `service` for its end-to-end
+ * session `session`; with `connector`, to that connector instance (moving a live session).
+ */
+export const sessionOpenSchema = z.strictObject({
+  type: z.literal("session_open"),
+  id: uint,
+  service: serviceNameSchema,
+  session: sessionIdSchema,
+  connector: z.string().regex(/^[0-9a-f]{8,64}$/).optional(),
+});
+/**
+ * `session_opened`: the relay's answer to `session_open`: the agent's channel id, the
+ * connector identity its certificate must name, its instance, and the services granted.
+ */
+export const sessionOpenedSchema = z.strictObject({
+  type: z.literal("session_opened"),
+  id: uint,
+  channel: channelIdSchema,
+  connector: z.string().min(1).max(256),
+  instance: z.string().regex(/^[0-9a-f]{8,64}$/),
+  services: z.array(serviceNameSchema).max(256),
+});
+/**
+ * `channel`: the relay tells a connector that channel `channel` (its side's id) carries
+ * end-to-end session `session` of agent identity `agent`, for `services`. Sent again when the
+ * grant changes (a policy reload).
+ */
+export const channelSchema = z.strictObject({
+  type: z.literal("channel"),
+  channel: channelIdSchema,
+  agent: z.string().min(1).max(256),
+  session: sessionIdSchema,
+  services: z.array(serviceNameSchema).max(256),
+});
+/** `channel_ready`: the connector is ready for packets on `channel`. */
+export const channelReadySchema = z.strictObject({
+  type: z.literal("channel_ready"),
+  channel: channelIdSchema,
+});
+/** `channel_closed`: the sender removed channel `channel` (the receiver's side id). */
+export const channelClosedSchema = z.strictObject({
+  type: z.literal("channel_closed"),
+  channel: channelIdSchema,
+  reason: z.string().max(256),
+});
 /** `service_down`: the relay tells agents a service lost its connectors. */
 export const serviceDownSchema = z.strictObject({
   type: z.literal("service_down"),
@@ -154,6 +209,11 @@ export const controlMessageSchema = z.discriminatedUnion("type", [
   openedSchema,
   refusedSchema,
   closeSchema,
+  sessionOpenSchema,
+  sessionOpenedSchema,
+  channelSchema,
+  channelReadySchema,
+  channelClosedSchema,
   serviceDownSchema,
   serviceUpSchema,
   drainingSchema,
@@ -186,6 +246,12 @@ export type OpenedMessage = z.infer<typeof openedSchema>;
 export type RefusedMessage = z.infer<typeof refusedSchema>;
 /** `close` message. */
 export type CloseMessage = z.infer<typeof closeSchema>;
+/** `session_open` message. */
+export type SessionOpenMessage = z.infer<typeof sessionOpenSchema>;
+/** `session_opened` message. */
+export type SessionOpenedMessage = z.infer<typeof sessionOpenedSchema>;
+/** `channel` message. */
+export type ChannelMessage = z.infer<typeof channelSchema>;
 /** `service_down` message. */
 export type ServiceDownMessage = z.infer<typeof serviceDownSchema>;
 /** `service_up` message. */

@@ -107,7 +107,6 @@ Deno.test("e2e session: mutual identity, data both ways, opaque to the relay, mo
   const relayA = startForwarder(11, 22);
   const relayB = startForwarder(33, 44);
   const { sessions, paths, route } = endpoints();
-  let connectorSocket: UdpSocket | undefined;
   const accept = (packet: Uint8Array, path: SessionPath) => {
     sessions.connector = acceptE2eSession(packet, {
       tls: tls.connector,
@@ -123,7 +122,7 @@ Deno.test("e2e session: mutual identity, data both ways, opaque to the relay, mo
     port: 0,
     onPacket: route("agent", () => {}),
   });
-  connectorSocket = openUdpSocket({
+  const connectorSocket = openUdpSocket({
     host: "127.0.0.1",
     port: 0,
     onPacket: route("connector", accept),

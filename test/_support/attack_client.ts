@@ -8,7 +8,12 @@
 import { createControlChannel } from "../../shared/control_channel.ts";
 import type { ControlMessage } from "../../shared/protocol/control.ts";
 import { encodeWhole } from "../../shared/protocol/datagram.ts";
-import { type CloseInfo, connectQuic, type QuicConnection } from "../../shared/quic/mod.ts";
+import {
+  type CloseInfo,
+  connectQuic,
+  type QuicClientConnection,
+  type QuicConnection,
+} from "../../shared/quic/mod.ts";
 import { type NativeConnection, quiche } from "../../shared/quic/native.ts";
 import { createQuicConfig } from "../../shared/quic/tls_config.ts";
 import { readTlsFiles } from "../../shared/tls_files.ts";
@@ -19,7 +24,7 @@ import { waitFor } from "./wait.ts";
 
 /** A connected peer. */
 export interface Peer {
-  readonly conn: QuicConnection;
+  readonly conn: QuicClientConnection;
   /** Every control message received, in order. */
   readonly messages: ControlMessage[];
   /** DATAGRAM frames received (copies). */
@@ -56,6 +61,10 @@ export interface DialOptions {
   handshakeMs?: number;
   /** Offer DATAGRAM frames. @default {true} */
   datagrams?: boolean;
+  /** A connector's `hello.instance`. */
+  instance?: string;
+  /** Receives the relay's channel packets (valid only during the call). */
+  onChannelPacket?: (packet: Uint8Array) => void;
 }
 
 /** Peers not yet closed, for {@linkcode closePeers}. */
@@ -85,6 +94,7 @@ export async function dialPeer(options: DialOptions): Promise<Peer> {
     datagrams: options.datagrams,
     maxRecvUdpPayload: options.maxRecvUdpPayload,
     bindHost: options.bindHost ?? "127.0.0.1",
+    onChannelPacket: options.onChannelPacket,
   });
   const messages: ControlMessage[] = [];
   const datagrams: Uint8Array[] = [];
@@ -127,6 +137,7 @@ export async function dialPeer(options: DialOptions): Promise<Peer> {
       v: 1,
       role,
       ...(options.token === undefined ? {} : { token: options.token }),
+      ...(options.instance === undefined ? {} : { instance: options.instance }),
     });
     await next((m): m is ControlMessage => m.type === "hello");
   }
