@@ -43,6 +43,8 @@ export interface Channel<S extends ChannelPeer> {
   services: Set<string>;
   /** The end-to-end session it carries (the agent's id for it). */
   session: string;
+  /** Set once the connector answered `channel_ready`. */
+  ready: boolean;
   /** Packets and bytes forwarded, by direction. */
   toConnector: { packets: number; bytes: number };
   toAgent: { packets: number; bytes: number };
@@ -154,6 +156,7 @@ export function createChannels<S extends ChannelPeer>(options: ChannelsOptions):
         connector: { session: connector, id: 0, target: targetOf(connector.conn) },
         services: new Set(services),
         session,
+        ready: false,
         toConnector: { packets: 0, bytes: 0 },
         toAgent: { packets: 0, bytes: 0 },
       };

@@ -933,6 +933,8 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
           if (left === undefined) return;
           channelWaits.set(opened, left);
           refuseChannel("unavailable", "connector did not answer in time");
+          // A channel its connector never took up holds a slot of the agent's for nothing.
+          if (!opened.ready && left.length === 0) closeChannel(opened, "connector did not answer");
         }), OPEN_TIMEOUT_MS),
     });
     announceChannel(channel);
@@ -951,6 +953,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   function channelReady(connector: Session, id: number): void {
     const channel = channels.byId(connector, id);
     if (channel === undefined) return;
+    channel.ready = true;
     const waits = channelWaits.get(channel) ?? [];
     channelWaits.delete(channel);
     for (const wait of waits) {
