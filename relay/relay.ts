@@ -897,8 +897,10 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         `identity "${agent.identity}" may not use service "${service}"`,
       );
     }
+    // Only connectors that said `hello.instance` speak channels; others never hear `channel`.
     const usable = (s: Session) =>
-      !s.retiring && (message.connector === undefined || s.instance === message.connector);
+      !s.retiring && s.instance !== undefined &&
+      (message.connector === undefined || s.instance === message.connector);
     const connector = registry.pick(service, "tcp", usable) ??
       registry.pick(service, "udp", usable);
     if (connector === undefined) {
@@ -963,7 +965,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         id: wait.request,
         channel: channel.agent.id,
         connector: connector.identity,
-        instance: connector.instance ?? "00000000",
+        instance: connector.instance!,
         services: [...channel.services],
       });
     }

@@ -30,6 +30,13 @@ Deno.test("configLeaves()", async (t) => {
       ["tokens", "ZTNA_TOKENS", "json", false],
       ["limits.max_connections", "ZTNA_LIMITS_MAX_CONNECTIONS", "number", false],
       ["limits.flows_per_connection", "ZTNA_LIMITS_FLOWS_PER_CONNECTION", "number", false],
+      ["limits.channels_per_connection", "ZTNA_LIMITS_CHANNELS_PER_CONNECTION", "number", false],
+      [
+        "limits.channel_packets_per_second_per_identity",
+        "ZTNA_LIMITS_CHANNEL_PACKETS_PER_SECOND_PER_IDENTITY",
+        "number",
+        false,
+      ],
       [
         "limits.handshakes_per_second_per_ip",
         "ZTNA_LIMITS_HANDSHAKES_PER_SECOND_PER_IP",

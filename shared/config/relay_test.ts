@@ -22,6 +22,8 @@ Deno.test("relayConfigSchema", async (t) => {
       limits: {
         max_connections: 10000,
         flows_per_connection: 1024,
+        channels_per_connection: 64,
+        channel_packets_per_second_per_identity: 200_000,
         handshakes_per_second_per_ip: 200,
         handshakes_per_second: 1000,
         max_frame_bytes: 65536,

@@ -225,7 +225,7 @@ export async function createClientCertificate(
     commonName: name,
     altNames: [{ type: "url", value: `ztna://identity/${name}` }],
     // serverAuth too: a connector is the TLS server of its end-to-end sessions with agents
-    // (docs/PROTOCOL.md §8), and BoringSSL checks the server purpose there.
+    // (docs/PROTOCOL.md §7), and BoringSSL checks the server purpose there.
     usage: [x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth],
     now,
     validityDays,

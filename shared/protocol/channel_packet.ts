@@ -1,7 +1,7 @@
 /**
  * Channel packets: what agents and connectors send the relay, on the same UDP socket as their
  * QUIC connection to it, to carry an end-to-end session the relay cannot read
- * (docs/PROTOCOL.md §8):
+ * (docs/PROTOCOL.md §7):
  *
  * `u8 type | u32 BE channel id | body`
  *

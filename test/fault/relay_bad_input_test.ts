@@ -93,7 +93,11 @@ Deno.test("relay: malformed control frames and random packets are rejected, coun
     const dropped = async () => {
       let total = 0;
       for (const [key, value] of await scrape(relayMetrics)) {
-        if (key.startsWith("ztna_relay_packets_dropped_total")) total += value;
+        // Junk whose first byte has the QUIC fixed bit clear is channel traffic (§7).
+        if (
+          key.startsWith("ztna_relay_packets_dropped_total") ||
+          key.startsWith("ztna_relay_channel_drops_total")
+        ) total += value;
       }
       return total;
     };
