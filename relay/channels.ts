@@ -87,8 +87,8 @@ export interface Channels<S extends ChannelPeer> {
   find(agent: S, connector: S, session: string): Channel<S> | undefined;
   /** The channel whose side id (of `session`'s side) is `id`. */
   byId(session: S, id: number): Channel<S> | undefined;
-  /** Removes a channel. */
-  close(channel: Channel<S>): void;
+  /** Removes a channel; false when it was already gone. */
+  close(channel: Channel<S>): boolean;
   /** Channels one connection is a side of. */
   of(session: S): Channel<S>[];
   /** Forwards (or answers, or drops and counts) one channel packet. */
@@ -184,7 +184,7 @@ export function createChannels<S extends ChannelPeer>(options: ChannelsOptions):
         : undefined;
     },
     close(channel) {
-      if (!sides.delete(channel.agent.id)) return;
+      if (!sides.delete(channel.agent.id)) return false;
       sides.delete(channel.connector.id);
       for (const end of [channel.agent.session, channel.connector.session]) {
         const set = bySession.get(end);
@@ -194,6 +194,7 @@ export function createChannels<S extends ChannelPeer>(options: ChannelsOptions):
       const identity = channel.agent.session.identity;
       const budget = budgets.get(identity);
       if (budget !== undefined && --budget.users === 0) budgets.delete(identity);
+      return true;
     },
     of(session) {
       return [...(bySession.get(session) ?? [])];

@@ -109,7 +109,8 @@ Deno.test("channels: closing removes both ids; lookups are per side", () => {
   assert.equal(channels.byId(connector, channel.agent.id), undefined);
   assert.equal(channels.find(agent, connector, "s".repeat(32)), channel);
   assert.equal(channels.size, 1);
-  channels.close(channel);
+  assert.equal(channels.close(channel), true);
+  assert.equal(channels.close(channel), false);
   assert.equal(channels.size, 0);
   assert.deepEqual(channels.of(agent), []);
   channels.forward(packet(ChannelPacketType.DATA, channel.agent.id, 10), from(1001));

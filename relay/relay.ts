@@ -973,7 +973,8 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
 
   /** Removes a channel and tells its sides (except `by`, which closed it) why. */
   function closeChannel(channel: Channel<Session>, reason: string, by?: Session): void {
-    channels.close(channel);
+    // Once only: a revocation and a disconnect may both reach the same channel.
+    if (!channels.close(channel)) return;
     for (const wait of channelWaits.get(channel) ?? []) clearTimeout(wait.timer);
     channelWaits.delete(channel);
     metrics.channelsClosed.inc();
