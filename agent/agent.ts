@@ -13,7 +13,10 @@ import { type Logger, rateLimitedLog } from "../shared/log.ts";
 import { createBackoff } from "../shared/backoff.ts";
 import type { ControlMessage } from "../shared/protocol/control.ts";
 import type { HandlerErrorReporter, TlsMaterial } from "../shared/quic/mod.ts";
-import { type RelaySession, runRelayLink } from "../shared/relay_link.ts";
+import { type FlowSession, type RelaySession, runRelayLink } from "../shared/relay_link.ts";
+import { CloseCode } from "../shared/quic/mod.ts";
+import type { RefusedReason } from "../shared/protocol/control.ts";
+import { createAgentSessions } from "./sessions.ts";
 import {
   openUdpSocket,
   type UdpSocket,
@@ -27,6 +30,8 @@ import { countFlow, createFlowLedger, type FlowEntry } from "../shared/flow_ledg
 import type { FlowSpan, FlowTracer } from "../shared/trace.ts";
 import { localFields, openRefused, startOpenSpan } from "./flow_audit.ts";
 
+/** A relay or connector that has not opened a session in this time is given up on. */
+const SESSION_OPEN_TIMEOUT_MS = 10_000;
 /** Payloads held per client while its flow is being opened. */
 const MAX_QUEUED = 64;
 /** How long a refused client is refused locally before asking the relay again. */
@@ -37,10 +42,11 @@ interface ClientFlow {
   key: string;
   forward: Forward;
   target: UdpTarget;
-  /** Relay-assigned flow id once opened. */
+  /** Connector-assigned flow id once opened. */
   flow: number | null;
   request: number;
-  session: RelaySession | null;
+  /** The end-to-end session the flow is (being) opened on. */
+  session: FlowSession | null;
   queue: Uint8Array[];
   openedAt: number;
   refusedUntil: number;
@@ -97,8 +103,10 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
   const ledger = createFlowLedger(deps.audit);
   let tls = deps.tls;
   const stop = new AbortController();
+  /** The relay connection (control: session opens, service announcements). */
   let session: RelaySession | null = null;
-  let datagrams: FlowDatagrams | null = null;
+  /** Each end-to-end session's UDP flow framing. */
+  const datagramsOf = new Map<FlowSession, FlowDatagrams>();
   let nextRequest = 1;
   let draining = false;
   const byRequest = new Map<number, ClientFlow>();
@@ -165,7 +173,8 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
       forward.clients.set(key, client);
     }
     client.lastActive = now;
-    if (client.flow !== null && client.session === session && datagrams !== null) {
+    const datagrams = client.session === null ? undefined : datagramsOf.get(client.session);
+    if (client.flow !== null && datagrams !== undefined) {
       const dropped = datagrams.send(client.flow, data);
       if (dropped !== null) {
         metrics.drops.inc({ reason: dropped });
@@ -190,9 +199,11 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     }
     // The open's trace starts with the first packet that needs it, held or not.
     client.span ??= startOpenSpan(deps.tracer, forward.service, "udp", localOf(client));
-    if (session === null) {
-      // Held for the session (start-up, reconnect) for up to connect_hold_ms; see the sweeper.
-      if (config.connect_hold_ms === 0) {
+    const carrier = sessions.sessionFor(forward.service);
+    if (typeof carrier === "string") {
+      // Held while the session opens, or for the relay (start-up, reconnect) for up to
+      // connect_hold_ms; see the sweeper.
+      if (carrier === "no_relay" && config.connect_hold_ms === 0) {
         metrics.drops.inc({ reason: "not_connected" });
         return;
       }
@@ -201,10 +212,10 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
       return;
     }
     client.queue.push(data.slice());
-    if (client.request === 0 || client.session !== session) requestFlow(client, session);
+    if (client.request === 0 || client.session !== carrier) requestFlow(client, carrier);
   }
 
-  function requestFlow(client: ClientFlow, current: RelaySession): void {
+  function requestFlow(client: ClientFlow, current: FlowSession): void {
     client.request = nextRequest++;
     client.session = current;
     client.flow = null;
@@ -220,11 +231,13 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     });
   }
 
-  function onControl(message: ControlMessage): void {
+  /** A control message from a connector, on end-to-end session `from`. */
+  function onControl(from: FlowSession, message: ControlMessage): void {
+    const datagrams = datagramsOf.get(from);
     switch (message.type) {
       case "opened": {
         const client = byRequest.get(message.id);
-        if (client === undefined) return;
+        if (client === undefined || client.session !== from) return;
         byRequest.delete(message.id);
         client.flow = message.flow;
         byFlow.set(message.flow, client);
@@ -251,7 +264,9 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
         for (const payload of client.queue) {
           // Not `send(...) ?? "not_ready"`: `??` also replaces send's null (sent), which
           // counted every payload queued during the open as dropped.
-          const dropped = datagrams === null ? "not_ready" : datagrams.send(message.flow, payload);
+          const dropped = datagrams === undefined
+            ? "not_ready"
+            : datagrams.send(message.flow, payload);
           if (dropped !== null) metrics.drops.inc({ reason: dropped });
           else {
             metrics.datagrams.inc({ direction: "to_relay" });
@@ -264,34 +279,49 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
       }
       case "refused": {
         const client = byRequest.get(message.id);
-        if (client === undefined) return;
+        if (client === undefined || client.session !== from) return;
         byRequest.delete(message.id);
-        metrics.flowRefusals.inc({ reason: message.reason });
-        metrics.drops.inc({ reason: "refused" }, client.queue.length);
-        client.queue = [];
-        client.request = 0;
-        client.refusedUntil = Date.now() + REFUSAL_HOLD_MS;
-        openRefused(
-          ledger,
-          logger,
-          client.span,
-          {
-            service: client.forward.service,
-            protocol: "udp",
-            local: localOf(client),
-            relay: client.session?.relay ?? "",
-          },
-          message.reason,
-          message.message,
-        );
-        client.span = null;
+        refuseClient(client, message.reason, message.message);
         return;
       }
       case "close": {
         const client = byFlow.get(message.flow);
-        if (client !== undefined) forgetClient(client, false, "relay_close");
+        if (client !== undefined && client.session === from) {
+          forgetClient(client, false, "connector_close");
+        }
         return;
       }
+      default:
+        return;
+    }
+  }
+
+  /** The connector or the relay refused `client`'s flow: what it queued is dropped. */
+  function refuseClient(client: ClientFlow, reason: RefusedReason, text: string): void {
+    metrics.flowRefusals.inc({ reason });
+    metrics.drops.inc({ reason: "refused" }, client.queue.length);
+    client.queue = [];
+    client.request = 0;
+    client.refusedUntil = Date.now() + REFUSAL_HOLD_MS;
+    openRefused(
+      ledger,
+      logger,
+      client.span,
+      {
+        service: client.forward.service,
+        protocol: "udp",
+        local: localOf(client),
+        relay: client.session?.relay ?? session?.relay ?? "",
+      },
+      reason,
+      text,
+    );
+    client.span = null;
+  }
+
+  /** A control message from the relay that is not about sessions. */
+  function onRelayControl(message: ControlMessage): void {
+    switch (message.type) {
       case "service_down":
       case "service_up":
         if (message.type === "service_down") servicesDown.add(message.service);
@@ -318,18 +348,87 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     if (client.entry !== null) ledger.close(client.entry, reason);
     if (client.flow !== null) {
       byFlow.delete(client.flow);
+      const carrier = client.session;
+      const datagrams = carrier === null ? undefined : datagramsOf.get(carrier);
       datagrams?.dropFlow(client.flow);
       metrics.flowsActive.dec({ protocol: "udp" });
-      if (notify && client.session === session) {
-        session?.send({ type: "close", flow: client.flow, reason: "idle" });
+      if (notify && datagrams !== undefined) {
+        carrier!.send({ type: "close", flow: client.flow, reason });
       }
     }
   }
 
-  // Each accepted TCP connection becomes a stream on the relay session (tcp_forward.ts).
+  // Each local client waits for its service's end-to-end session; once up, its flow opens.
+  const sessions = createAgentSessions({
+    tls: () => tls,
+    idleTimeoutMs: config.idle_timeout_ms,
+    openTimeoutMs: SESSION_OPEN_TIMEOUT_MS,
+    onHandlerError: deps.onHandlerError,
+    logger,
+    metrics,
+    handlers: {
+      onUp(up) {
+        datagramsOf.set(
+          up,
+          createFlowDatagrams(up.conn, {
+            maxBytes: config.reassembly.max_bytes,
+            timeoutMs: config.reassembly.timeout_ms,
+          }),
+        );
+        tcp.sessionUp();
+        for (const client of waitingClients()) {
+          if (sessions.sessionFor(client.forward.service) === up) requestFlow(client, up);
+        }
+      },
+      onMessage: (from, message) => onControl(from, message),
+      onDatagram(from, frame) {
+        const dropped = datagramsOf.get(from)?.receive(frame, (flow, payload) => {
+          const client = byFlow.get(flow);
+          if (client === undefined || client.session !== from) {
+            metrics.drops.inc({ reason: "unknown_flow" });
+            return;
+          }
+          client.lastActive = Date.now();
+          client.forward.socket.send(payload, client.target);
+          metrics.datagrams.inc({ direction: "from_relay" });
+          metrics.bytes.inc({ direction: "from_relay" }, payload.length);
+          if (client.entry !== null) countFlow(client.entry, false, payload.length);
+        });
+        if (dropped) metrics.drops.inc({ reason: dropped });
+      },
+      onStreamReadable: (from, streamId) => tcp.readable(from, streamId),
+      onStreamWritable: (from, streamId) => tcp.writable(from, streamId),
+      onDown(down, reason) {
+        tcp.sessionDown(down);
+        datagramsOf.delete(down);
+        // Flows belonged to that session; clients re-open on their next packet.
+        for (const forward of forwards) {
+          for (const client of [...forward.clients.values()]) {
+            if (client.session === down) forgetClient(client, false, "session_lost");
+          }
+        }
+        logger.info("end-to-end session down", { reason });
+      },
+    },
+    onRefused(service, reason, text) {
+      for (const client of waitingClients()) {
+        if (client.forward.service === service) refuseClient(client, reason, text);
+      }
+      tcp.refuseWaiting(service, reason);
+    },
+  });
+
+  /** Clients with payloads queued and no open asked for yet (waiting for a session). */
+  function waitingClients(): ClientFlow[] {
+    return forwards.flatMap((forward) =>
+      [...forward.clients.values()].filter((c) => c.queue.length > 0 && c.request === 0)
+    );
+  }
+
+  // Each accepted TCP connection becomes a stream on its service's session (tcp_forward.ts).
   const tcp = startTcpForwards({
     forwards: config.forwards.filter((f) => f.listen.protocol === "tcp"),
-    session: () => (draining ? null : session),
+    session: (service) => (draining ? "no_relay" : sessions.sessionFor(service)),
     holdMs: config.connect_hold_ms,
     logger,
     metrics,
@@ -352,51 +451,32 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     handlers: {
       onUp(up) {
         session = up;
-        datagrams = createFlowDatagrams(up.conn, {
-          maxBytes: config.reassembly.max_bytes,
-          timeoutMs: config.reassembly.timeout_ms,
-        });
         metrics.relayConnected.set(1);
         deps.onConnected?.();
-        // What arrived while there was no session goes out now.
+        // Sessions carried by another relay move here; what waited for a relay asks now.
+        sessions.relayUp(up);
         tcp.sessionUp();
-        for (const forward of forwards) {
-          for (const client of forward.clients.values()) {
-            if (client.queue.length > 0 && client.session !== up) requestFlow(client, up);
-          }
-        }
+        for (const client of waitingClients()) sessions.sessionFor(client.forward.service);
       },
-      onMessage: (_session, message) => onControl(message),
-      onDatagram(_session, frame) {
-        const dropped = datagrams?.receive(frame, (flow, payload) => {
-          const client = byFlow.get(flow);
-          if (client === undefined) {
-            metrics.drops.inc({ reason: "unknown_flow" });
-            return;
-          }
-          client.lastActive = Date.now();
-          client.forward.socket.send(payload, client.target);
-          metrics.datagrams.inc({ direction: "from_relay" });
-          metrics.bytes.inc({ direction: "from_relay" }, payload.length);
-          if (client.entry !== null) countFlow(client.entry, false, payload.length);
-        });
-        if (dropped) metrics.drops.inc({ reason: dropped });
+      onMessage(from, message) {
+        if (!sessions.message(from, message)) onRelayControl(message);
       },
-      onStreamReadable: (up, streamId) => tcp.readable(up, streamId),
-      onStreamWritable: (up, streamId) => tcp.writable(up, streamId),
+      // Flows ride end-to-end sessions: the relay itself never sends us DATAGRAM frames.
+      onDatagram: () => metrics.drops.inc({ reason: "unknown_flow" }),
+      onChannelPacket: (from, packet) => sessions.packet(from, packet),
       onDown(down, reason) {
-        tcp.sessionDown(down);
         session = null;
-        datagrams = null;
+        sessions.relayDown(
+          down,
+          reason.includes("draining")
+            ? "draining"
+            : reason.includes("keepalives")
+            ? "dead"
+            : "relay_closed",
+        );
         servicesDown.clear();
         metrics.servicesDown.set(0);
         metrics.relayConnected.set(0);
-        // Flows belonged to that session; clients re-open on their next packet.
-        for (const forward of forwards) {
-          for (const client of [...forward.clients.values()]) {
-            forgetClient(client, false, "session_lost");
-          }
-        }
         logger.warn("relay session lost", { reason });
       },
     },
@@ -415,7 +495,9 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
         }
       }
     }
-    datagrams?.sweep((reason, count) => metrics.drops.inc({ reason }, count));
+    for (const datagrams of datagramsOf.values()) {
+      datagrams.sweep((reason, count) => metrics.drops.inc({ reason }, count));
+    }
   }, Math.min(1000, config.flow_idle_ms));
 
   // Config order, so scripts can find a forward's port by its place or its service.
@@ -434,6 +516,7 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
       return {
         role: "agent",
         relay: session?.relay ?? null,
+        sessions: sessions.health(),
         tcp_flows: tcp.count(),
         services_down: [...servicesDown],
         forwards: forwards.map((f) => ({
@@ -465,6 +548,7 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
         await new Promise((r) => setTimeout(r, 20));
       }
       tcp.closeAll();
+      sessions.closeAll(CloseCode.NO_ERROR, "agent draining");
       stop.abort();
       await link;
     },

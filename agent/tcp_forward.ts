@@ -10,7 +10,9 @@ import { bindAddress } from "../shared/bind_error.ts";
 import { formatHostPort, type ServiceUrl } from "../shared/config/address.ts";
 import type { Logger } from "../shared/log.ts";
 import { StreamCode } from "../shared/protocol/stream_header.ts";
-import type { RelaySession } from "../shared/relay_link.ts";
+import type { FlowSession } from "../shared/flow_session.ts";
+import type { RefusedReason } from "../shared/protocol/control.ts";
+import type { SessionState } from "./sessions.ts";
 import {
   createStreamHeaderReader,
   finishStream,
@@ -28,8 +30,8 @@ import { localFields, openRefused, startOpenSpan } from "./flow_audit.ts";
 export interface TcpForwardOptions {
   /** The `tcp://` forwards of the config. */
   forwards: { listen: ServiceUrl; service: string }[];
-  /** The current relay session, or null while disconnected. */
-  session(): RelaySession | null;
+  /** The end-to-end session that carries `service`, or why there is none yet. */
+  session(service: string): SessionState;
   /**
    * A relay that has not answered an open in this time is given up on.
    * @default {10000}
@@ -51,12 +53,14 @@ export interface TcpForwardOptions {
 export interface TcpForwards {
   /** Bound addresses, e.g. `tcp://127.0.0.1:8080`. */
   readonly listening: string[];
-  readable(session: RelaySession, streamId: number): void;
-  writable(session: RelaySession, streamId: number): void;
+  readable(session: FlowSession, streamId: number): void;
+  writable(session: FlowSession, streamId: number): void;
   /** The relay session ended: every flow on it is closed locally. */
-  sessionDown(session: RelaySession): void;
-  /** A relay session is up: connections held for one are opened on it. */
+  sessionDown(session: FlowSession): void;
+  /** A session or a relay connection is up: connections held for one try again. */
   sessionUp(): void;
+  /** No session for `service` could be opened: connections waiting for one are refused. */
+  refuseWaiting(service: string, reason: RefusedReason): void;
   /** Live TCP flows (opening and open). */
   count(): number;
   /** Stops accepting; open flows keep running. */
@@ -102,7 +106,7 @@ interface SessionFlows {
  * const registry = new Registry();
  * const tcp = startTcpForwards({
  *   forwards: [{ listen: { protocol: "tcp", host: "127.0.0.1", port: 0 }, service: "wiki" }],
- *   session: () => null, // no relay session yet: connections would be held
+ *   session: () => "no_relay", // no relay connection yet: connections would be held
  *   logger: createLogger("agent", { level: "error" }),
  *   metrics: createAgentMetrics(registry),
  *   ledger: createFlowLedger({ write() {} }), // audit records go nowhere here
@@ -115,7 +119,7 @@ interface SessionFlows {
  */
 export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
   const { logger, metrics, ledger, openTimeoutMs = 10_000, holdMs = 5000 } = options;
-  const bySession = new Map<RelaySession, SessionFlows>();
+  const bySession = new Map<FlowSession, SessionFlows>();
   /** Connections accepted while no session was up, oldest first, each with its expiry. */
   const held = new Map<Deno.TcpConn, { service: string; timer: ReturnType<typeof setTimeout> }>();
   const listeners = options.forwards.map(({ listen, service }) => ({
@@ -144,8 +148,8 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
   }
 
   function accept(service: string, socket: Deno.TcpConn): void {
-    const session = options.session();
-    if (session === null) return hold(service, socket);
+    const session = options.session(service);
+    if (typeof session === "string") return hold(service, socket, session === "opening");
     socket.setNoDelay(true);
     let state = bySession.get(session);
     if (state === undefined) bySession.set(session, state = { next: 4, flows: new Map() });
@@ -199,7 +203,7 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
   }
 
   /** Forgets a flow and closes its socket (if the pipe has not already). */
-  function end(session: RelaySession, streamId: number): void {
+  function end(session: FlowSession, streamId: number): void {
     const flow = bySession.get(session)?.flows.get(streamId);
     if (flow === undefined) return;
     bySession.get(session)!.flows.delete(streamId);
@@ -214,7 +218,7 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
     }
   }
 
-  function onAnswer(session: RelaySession, streamId: number, flow: Flow): void {
+  function onAnswer(session: FlowSession, streamId: number, flow: Flow): void {
     const read = flow.reader.read();
     if (read.kind === "pending") return;
     if (read.kind !== "header" || read.header.type === "open") {
@@ -307,17 +311,19 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
    * Keeps a connection that came before the session (the agent's start, a reconnect) for up
    * to `holdMs` instead of closing it at once: a client then gets served, not an empty reply.
    */
-  function hold(service: string, socket: Deno.TcpConn): void {
-    if (holdMs === 0 || held.size >= MAX_HELD) return refuseUnconnected(socket);
+  function hold(service: string, socket: Deno.TcpConn, opening: boolean): void {
+    // A session being opened is waited for even without a hold: its open is bounded.
+    const wait = opening ? Math.max(holdMs, openTimeoutMs) : holdMs;
+    if (wait === 0 || held.size >= MAX_HELD) return refuseUnconnected(socket);
     const timer = setTimeout(() => {
       held.delete(socket);
       refuseUnconnected(socket);
-    }, holdMs);
+    }, wait);
     held.set(socket, { service, timer });
   }
 
-  function refuseUnconnected(socket: Deno.TcpConn): void {
-    metrics.flowRefusals.inc({ reason: "not_connected" });
+  function refuseUnconnected(socket: Deno.TcpConn, reason = "not_connected"): void {
+    metrics.flowRefusals.inc({ reason });
     closeQuietly(socket);
   }
 
@@ -331,6 +337,14 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
 
   return {
     sessionUp: () => releaseHeld(accept),
+    refuseWaiting(service, reason) {
+      for (const [socket, waiting] of [...held]) {
+        if (waiting.service !== service) continue;
+        clearTimeout(waiting.timer);
+        held.delete(socket);
+        refuseUnconnected(socket, reason);
+      }
+    },
     listening: listeners.map(({ listener }) =>
       `tcp://${
         formatHostPort({

@@ -12,7 +12,9 @@ import { type Logger, rateLimitedLog } from "../shared/log.ts";
 import { createBackoff } from "../shared/backoff.ts";
 import type { ControlMessage, OpenMessage, ServiceProtocol } from "../shared/protocol/control.ts";
 import type { HandlerErrorReporter, TlsMaterial } from "../shared/quic/mod.ts";
-import { type RelaySession, runRelayLink } from "../shared/relay_link.ts";
+import { type FlowSession, type RelaySession, runRelayLink } from "../shared/relay_link.ts";
+import { CloseCode } from "../shared/quic/mod.ts";
+import { createConnectorSessions } from "./sessions.ts";
 import { runRelayPool } from "../shared/relay_pool.ts";
 import { resolveAll } from "../shared/resolve_host.ts";
 import { netPermitted } from "../shared/sandbox.ts";
@@ -46,9 +48,12 @@ interface BackendFlow {
   entry: FlowEntry;
 }
 
-/** Per-relay state. */
-interface RelayState {
-  session: RelaySession;
+/**
+ * A connection that carries flows to us: a relay connection (registration, channels, and
+ * the flows of agents that predate end-to-end sessions) or an end-to-end session.
+ */
+interface CarrierState {
+  session: FlowSession;
   datagrams: FlowDatagrams;
   flows: Map<number, BackendFlow>;
   registered: boolean;
@@ -65,9 +70,10 @@ export interface Connector {
   /**
    * Applies a reloaded service map: withdraws removed services from every relay, registers
    * added ones, and closes flows whose service or backend address is no longer configured.
-   * Flows that are still allowed keep running. Validate before calling; this cannot fail.
+   * Flows that are still allowed keep running; flows an agent may no longer use under the
+   * new `agents` allowlist end. Validate before calling; this cannot fail.
    */
-  setServices(services: ConnectorConfig["services"]): void;
+  setServices(services: ConnectorConfig["services"], agents: ConnectorConfig["agents"]): void;
   /**
    * Graceful shutdown: deregister everywhere, let flows run for up to `drainMs`, then
    * close every relay session with NO_ERROR.
@@ -90,14 +96,23 @@ export interface ConnectorDeps {
   tracer: FlowTracer;
 }
 
+/** An end-to-end session whose handshake has not completed in this time is closed. */
+const SESSION_HANDSHAKE_TIMEOUT_MS = 10_000;
+
 /** Starts the connector described by `config`. */
 export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Connector {
   const { logger, metrics } = deps;
   const ledger = createFlowLedger(deps.audit);
   let tls = deps.tls;
   const stop = new AbortController();
-  const relays = new Set<RelayState>();
-  const bySession = new Map<RelaySession, RelayState>();
+  const relays = new Set<CarrierState>();
+  /** Every carrier by its session: relay connections and end-to-end sessions. */
+  const bySession = new Map<FlowSession, CarrierState>();
+  /** Established end-to-end sessions. */
+  const e2e = new Set<CarrierState>();
+  /** This process, for agents moving a session to another relay (`hello.instance`). */
+  const instance = crypto.randomUUID().replaceAll("-", "");
+  let agents = config.agents;
   const limitLog = rateLimitedLog(5000);
   const links: Promise<void>[] = [];
   let draining = false;
@@ -164,11 +179,128 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     limits,
     limitHit,
     draining: () => draining,
+    authorize: (session, service, agent) => authorize(session, service, agent),
+    opener: (session) => (sessions.grantOf(session) === undefined ? "server" : "client"),
     logger,
     metrics,
     ledger,
     tracer: deps.tracer,
   });
+
+  const sessions = createConnectorSessions({
+    tls: () => tls,
+    idleTimeoutMs: config.idle_timeout_ms,
+    sessionsPerAgent: config.limits.sessions_per_agent,
+    handshakeTimeoutMs: SESSION_HANDSHAKE_TIMEOUT_MS,
+    onHandlerError: deps.onHandlerError,
+    logger,
+    metrics,
+    handlers: {
+      onUp(session) {
+        const state = carrier(session);
+        e2e.add(state);
+      },
+      onMessage(session, message) {
+        const state = bySession.get(session);
+        if (state === undefined) return;
+        // An agent may only open and close flows on its session.
+        if (message.type === "open" || message.type === "close") onControl(state, message);
+        else {
+          metrics.drops.inc({ reason: "unexpected_message" });
+          session.conn.close(CloseCode.PROTOCOL_VIOLATION, `unexpected ${message.type}`);
+        }
+      },
+      onDatagram: (session, frame) => fromTunnel(session, frame),
+      onStreamReadable: (session, streamId) => tcp.readable(session, streamId),
+      onStreamWritable: (session, streamId) => tcp.writable(session, streamId),
+      onDown(session, reason) {
+        const state = bySession.get(session);
+        if (state !== undefined) e2e.delete(state);
+        carrierDown(session, reason);
+      },
+    },
+    onGrantChanged: (session) => sessionsGrantChanged(session),
+  });
+
+  /** Ends what `session` may no longer reach (a new grant, or a reload of `agents`). */
+  function sessionsGrantChanged(session: FlowSession): void {
+    const state = bySession.get(session);
+    if (state === undefined) return;
+    const granted = (service: string) => !("reason" in authorize(session, service, undefined));
+    for (const flow of [...state.flows.values()]) {
+      if (!granted(flow.service)) endFlow(state, flow, true, "forbidden");
+    }
+    tcp.endUngranted(session, granted);
+    // Nothing left to reach: the session itself ends.
+    if (sessions.grantOf(session)?.services.size === 0) {
+      session.conn.close(CloseCode.FORBIDDEN, "no service granted");
+    }
+  }
+
+  /**
+   * Who a flow on `session` is for, or why it may not open. On an end-to-end session: the
+   * agent its certificate names, if both the relay's grant and our own `agents` allow the
+   * service. On a relay connection: the agent the relay names.
+   */
+  function authorize(
+    session: FlowSession,
+    service: string,
+    announced: string | undefined,
+  ): { agent: string | undefined } | { reason: RefusedReason; message: string } {
+    const grant = sessions.grantOf(session);
+    if (grant === undefined) return { agent: announced };
+    const allowed = agents[service];
+    if (!grant.services.has(service) || (allowed !== undefined && !allowed.includes(grant.agent))) {
+      if (services[service] !== undefined) metrics.grantRefusals.inc({ service });
+      logger.warn("flow refused: not granted to this agent", { agent: grant.agent, service });
+      return { reason: "forbidden", message: `"${grant.agent}" may not use "${service}" here` };
+    }
+    return { agent: grant.agent };
+  }
+
+  /** The state of a new carrier of flows. */
+  function carrier(session: FlowSession): CarrierState {
+    const state: CarrierState = {
+      session,
+      datagrams: createFlowDatagrams(session.conn, {
+        maxBytes: config.reassembly.max_bytes,
+        timeoutMs: config.reassembly.timeout_ms,
+      }),
+      flows: new Map(),
+      registered: false,
+    };
+    bySession.set(session, state);
+    return state;
+  }
+
+  /** A carrier ended: its flows end with it. */
+  function carrierDown(session: FlowSession, reason: string): void {
+    tcp.sessionDown(session);
+    const state = bySession.get(session);
+    if (state === undefined) return;
+    bySession.delete(session);
+    for (const flow of state.flows.values()) endFlow(state, flow, false, "session_lost");
+    logger.debug("flow carrier down", { relay: session.relay, reason });
+  }
+
+  /** A DATAGRAM frame from an agent (through a relay or an end-to-end session). */
+  function fromTunnel(session: FlowSession, frame: Uint8Array): void {
+    const state = bySession.get(session);
+    if (state === undefined) return;
+    const dropped = state.datagrams.receive(frame, (flowId, payload) => {
+      const flow = state.flows.get(flowId);
+      if (flow === undefined) {
+        metrics.drops.inc({ reason: "unknown_flow" });
+        return;
+      }
+      flow.lastActive = Date.now();
+      flow.socket.send(payload, flow.target);
+      metrics.datagrams.inc({ direction: "to_backend" });
+      metrics.bytes.inc({ direction: "to_backend" }, payload.length);
+      countFlow(flow.entry, true, payload.length);
+    });
+    if (dropped !== null) metrics.drops.inc({ reason: dropped });
+  }
 
   // One link per relay address; names (e.g. a headless Service) may stand for several relays.
   links.push(runRelayPool({
@@ -184,6 +316,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
       serverName: config.tls.server_name,
       token: config.token?.value,
       role: "connector",
+      instance,
       tls: () => tls,
       idleTimeoutMs: config.idle_timeout_ms,
       signal,
@@ -196,50 +329,25 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
       onHandlerError: deps.onHandlerError,
       handlers: {
         onUp(session) {
-          const state: RelayState = {
-            session,
-            datagrams: createFlowDatagrams(session.conn, {
-              maxBytes: config.reassembly.max_bytes,
-              timeoutMs: config.reassembly.timeout_ms,
-            }),
-            flows: new Map(),
-            registered: false,
-          };
-          relays.add(state);
-          bySession.set(session, state);
+          relays.add(carrier(session));
           metrics.relayConnectionsActive.set(relays.size);
           session.send({ type: "register", services: offers });
         },
         onMessage(session, message) {
+          if (message.type === "channel") return sessions.announce(session, message);
+          if (message.type === "channel_closed") return sessions.closed(session, message.channel);
           const state = bySession.get(session);
           if (state !== undefined) onControl(state, message);
         },
-        onDatagram(session, frame) {
-          const state = bySession.get(session);
-          if (state === undefined) return;
-          const dropped = state.datagrams.receive(frame, (flowId, payload) => {
-            const flow = state.flows.get(flowId);
-            if (flow === undefined) {
-              metrics.drops.inc({ reason: "unknown_flow" });
-              return;
-            }
-            flow.lastActive = Date.now();
-            flow.socket.send(payload, flow.target);
-            metrics.datagrams.inc({ direction: "to_backend" });
-            metrics.bytes.inc({ direction: "to_backend" }, payload.length);
-            countFlow(flow.entry, true, payload.length);
-          });
-          if (dropped !== null) metrics.drops.inc({ reason: dropped });
-        },
+        onDatagram: (session, frame) => fromTunnel(session, frame),
+        onChannelPacket: (session, packet) => sessions.packet(session, packet),
         onStreamReadable: (session, streamId) => tcp.readable(session, streamId),
         onStreamWritable: (session, streamId) => tcp.writable(session, streamId),
         onDown(session, reason) {
-          tcp.sessionDown(session);
+          sessions.relayDown(session);
           const state = bySession.get(session);
-          if (state === undefined) return;
-          bySession.delete(session);
-          relays.delete(state);
-          for (const flow of state.flows.values()) endFlow(state, flow, false, "session_lost");
+          if (state !== undefined) relays.delete(state);
+          carrierDown(session, reason);
           metrics.relayConnectionsActive.set(relays.size);
           logger.warn("relay session lost", { relay: session.relay, reason });
         },
@@ -247,7 +355,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     });
   }
 
-  function onControl(state: RelayState, message: ControlMessage): void {
+  function onControl(state: CarrierState, message: ControlMessage): void {
     switch (message.type) {
       case "registered":
         state.registered = message.services.length > 0;
@@ -295,7 +403,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
 
   /** Answers a relay's UDP open with `refused`: audited, and the open's span ended. */
   function refuseOpen(
-    state: RelayState,
+    state: CarrierState,
     message: OpenMessage,
     span: FlowSpan,
     reason: RefusedReason,
@@ -318,7 +426,16 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     state.session.send({ type: "refused", id: message.id, reason, message: text });
   }
 
-  async function openFlow(state: RelayState, message: OpenMessage, span: FlowSpan): Promise<void> {
+  async function openFlow(
+    state: CarrierState,
+    request: OpenMessage,
+    span: FlowSpan,
+  ): Promise<void> {
+    const decision = authorize(state.session, request.service, request.agent);
+    if ("reason" in decision) {
+      return refuseOpen(state, request, span, decision.reason, decision.message);
+    }
+    const message = { ...request, agent: decision.agent };
     const { service, protocol } = message;
     const url = services[service]?.find((u) => u.protocol === protocol);
     if (url === undefined) {
@@ -378,7 +495,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
   }
 
   async function openBackendSocket(
-    state: RelayState,
+    state: CarrierState,
     message: OpenMessage,
     host: string,
     port: number,
@@ -388,8 +505,8 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     const flowId = message.flow ?? id;
     const url = { host, port };
     const backendHost = (await addressesOf(host))[0];
-    // The relay session may have ended during the lookup: nothing would close this flow.
-    if (!relays.has(state)) {
+    // The carrier may have ended during the lookup: nothing would close this flow.
+    if (bySession.get(state.session) !== state) {
       limits.release(agent);
       span.end("relay session lost");
       return;
@@ -469,7 +586,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     state.session.send({ type: "opened", id, flow: flowId });
   }
 
-  function endFlow(state: RelayState, flow: BackendFlow, notify: boolean, reason = "idle"): void {
+  function endFlow(state: CarrierState, flow: BackendFlow, notify: boolean, reason = "idle"): void {
     if (!state.flows.delete(flow.id)) return;
     flow.socket.close();
     ledger.close(flow.entry, reason);
@@ -479,11 +596,11 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     if (notify) state.session.send({ type: "close", flow: flow.id, reason });
   }
 
-  // Idle flows are closed and reassembly leftovers swept on one timer for all relays.
+  // Idle flows are closed and reassembly leftovers swept on one timer for all carriers.
   const sweeper = setInterval(() => {
     const idleBefore = Date.now() - config.flow_idle_ms;
-    for (const state of relays) {
-      // Per relay session, guarded: a failure ends that session, not the sweep or process.
+    for (const state of bySession.values()) {
+      // Per carrier, guarded: a failure ends that connection, not the sweep or process.
       state.session.conn.guard("sweep", () => {
         for (const flow of state.flows.values()) {
           if (flow.lastActive < idleBefore) endFlow(state, flow, true);
@@ -493,7 +610,7 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     }
   }, Math.min(1000, config.flow_idle_ms));
 
-  const flowCount = () => [...relays].reduce((n, s) => n + s.flows.size, tcp.count());
+  const flowCount = () => [...bySession.values()].reduce((n, s) => n + s.flows.size, tcp.count());
 
   return {
     isReady: () => [...relays].some((s) => s.registered),
@@ -502,6 +619,8 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
         role: "connector",
         relays: [...relays].map((s) => ({ relay: s.session.relay, registered: s.registered })),
         relay_connections: relays.size,
+        sessions: sessions.count(),
+        instance,
         services: Object.keys(services),
         flows: flowCount(),
       };
@@ -509,15 +628,18 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     setTls(next) {
       tls = next;
     },
-    setServices(next) {
+    setServices(next, nextAgents) {
       const previous = services;
       services = next;
+      agents = nextAgents;
       offers = offersOf(next);
       const removed = Object.keys(previous).filter((name) => next[name] === undefined);
       for (const state of relays) {
         if (removed.length > 0) state.session.send({ type: "deregister", services: removed });
         // Registering is idempotent at the relay: offers it already has stay as they are.
         if (!draining) state.session.send({ type: "register", services: offers });
+      }
+      for (const state of bySession.values()) {
         for (const flow of [...state.flows.values()]) {
           const url = previous[flow.service]?.find((u) => u.protocol === flow.protocol);
           const still = next[flow.service]?.some((u) =>
@@ -527,6 +649,8 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
         }
       }
       tcp.endRemoved();
+      // Our own allowlist may have taken a service from an agent.
+      for (const state of e2e) sessionsGrantChanged(state.session);
       logger.info("services reloaded", { services: Object.keys(next), removed });
     },
     async drain(drainMs) {
@@ -537,9 +661,10 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
         await new Promise((r) => setTimeout(r, 50));
       }
       clearInterval(sweeper);
-      for (const state of relays) {
+      for (const state of bySession.values()) {
         for (const flow of state.flows.values()) endFlow(state, flow, true, "drain");
       }
+      sessions.closeAll(CloseCode.NO_ERROR, "connector draining");
       stop.abort();
       await Promise.all(links);
     },

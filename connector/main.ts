@@ -30,7 +30,7 @@ runComponent({
     const nextTls = readTlsFiles(next.tls);
     assertBackendsReachable(next.services, next.hosts);
     connector.setTls(nextTls);
-    connector.setServices(next.services);
+    connector.setServices(next.services, next.agents);
     logger.info("reloaded: services applied; new certificates apply to the next relay dials");
   },
   readyFields: (config) => ({

@@ -15,6 +15,7 @@ export interface ConnectorMetrics extends EdgeMetrics {
   backendErrors: Counter<"reason">;
   circuitState: Gauge<"service">;
   limitHits: Counter<"limit">;
+  grantRefusals: Counter<"service">;
 }
 
 /** Registers the connector's metrics on `registry`. */
@@ -51,6 +52,13 @@ export function createConnectorMetrics(registry: Registry): ConnectorMetrics {
     circuitState: new Gauge({
       name: `${p}circuit_state`,
       help: "TCP backend circuit breaker state per service: 0 closed, 1 half-open, 2 open.",
+      labelNames: ["service"],
+      registers,
+    }),
+    grantRefusals: new Counter({
+      name: `${p}grant_refusals_total`,
+      help: "Flow opens on an end-to-end session refused because neither the relay's grant " +
+        "nor the `agents` allowlist lets the session's agent use the service, by service.",
       labelNames: ["service"],
       registers,
     }),

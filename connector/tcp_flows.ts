@@ -9,7 +9,7 @@ import { formatHostPort, type ServiceUrl } from "../shared/config/address.ts";
 import type { Logger } from "../shared/log.ts";
 import type { RefusedReason } from "../shared/protocol/control.ts";
 import { encodeStreamHeader, StreamCode } from "../shared/protocol/stream_header.ts";
-import type { RelaySession } from "../shared/relay_link.ts";
+import type { FlowSession } from "../shared/flow_session.ts";
 import {
   createStreamHeaderReader,
   type StreamHeaderReader,
@@ -47,6 +47,23 @@ export interface ConnectorTcpOptions {
   limitHit(limit: FlowLimit, agent: string | undefined, service: string): string;
   /** True while the connector drains: new flows are refused. */
   draining(): boolean;
+  /**
+   * Who a flow `session` opens for `service` is for, or why it may not open. On an
+   * end-to-end session that is the agent its certificate names, if granted `service`; on a
+   * relay connection it is the agent the relay names.
+   * @default {(session, service, agent) => ({ agent })}
+   */
+  authorize?(
+    session: FlowSession,
+    service: string,
+    agent: string | undefined,
+  ): { agent: string | undefined } | { reason: RefusedReason; message: string };
+  /**
+   * Which end opens flow streams on `session`: the agent (client-initiated streams) on an
+   * end-to-end session, the relay (server-initiated) on a relay connection.
+   * @default {() => "server"}
+   */
+  opener?(session: FlowSession): "client" | "server";
   logger: Logger;
   metrics: ConnectorMetrics;
   /** The connector's flow ledger (audit records of TCP flows). */
@@ -56,14 +73,16 @@ export interface ConnectorTcpOptions {
 
 /** The connector's TCP flows; the connector routes non-control stream events here. */
 export interface ConnectorTcpFlows {
-  readable(session: RelaySession, streamId: number): void;
-  writable(session: RelaySession, streamId: number): void;
+  readable(session: FlowSession, streamId: number): void;
+  writable(session: FlowSession, streamId: number): void;
   /** The relay session ended: its flows' sockets are closed. */
-  sessionDown(session: RelaySession): void;
+  sessionDown(session: FlowSession): void;
   /** Live TCP flows (connecting and open). */
   count(): number;
   /** After a services reload: ends open flows whose service lost its TCP backend or moved. */
   endRemoved(): void;
+  /** Ends `session`'s open flows to services that `granted` no longer lets it use. */
+  endUngranted(session: FlowSession, granted: (service: string) => boolean): void;
 }
 
 type Entry =
@@ -114,7 +133,7 @@ const scratch = new Uint8Array(16_384);
  */
 export function createConnectorTcpFlows(options: ConnectorTcpOptions): ConnectorTcpFlows {
   const { circuit, connectTimeoutMs, logger, metrics } = options;
-  const bySession = new Map<RelaySession, Map<number, Entry>>();
+  const bySession = new Map<FlowSession, Map<number, Entry>>();
   const breakers = new Map<string, CircuitBreaker>();
   const breakerFor = (service: string): CircuitBreaker => {
     let breaker = breakers.get(service);
@@ -136,7 +155,7 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
   for (const service of options.services) breakerFor(service);
 
   function refuse(
-    session: RelaySession,
+    session: FlowSession,
     streamId: number,
     reason: RefusedReason,
     message: string,
@@ -157,7 +176,7 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
     drain(session, streamId);
   }
 
-  function drain(session: RelaySession, streamId: number): void {
+  function drain(session: FlowSession, streamId: number): void {
     for (;;) {
       const result = session.conn.streamRead(streamId, scratch);
       if (result === null) return;
@@ -169,13 +188,15 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
   }
 
   async function open(
-    session: RelaySession,
+    session: FlowSession,
     streamId: number,
     service: string,
-    agent: string | undefined,
+    announced: string | undefined,
     traceparent: string | undefined,
   ): Promise<void> {
     const flows = bySession.get(session)!;
+    const decision = options.authorize?.(session, service, announced) ?? { agent: announced };
+    const agent = "agent" in decision ? decision.agent : announced;
     const url = options.backend(service);
     const span = startBackendSpan(options.tracer, service, "tcp", agent, traceparent);
     const about = () => ({
@@ -189,6 +210,7 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
       span.end(reason);
       refuse(session, streamId, reason, message);
     };
+    if ("reason" in decision) return no(decision.reason, decision.message);
     if (url === undefined) {
       return no("unknown_service", `${service} has no tcp backend here`);
     }
@@ -301,8 +323,10 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
       if (flows === undefined) bySession.set(session, flows = new Map());
       let entry = flows.get(streamId);
       if (entry === undefined) {
-        // Only the relay opens flow streams here: server-initiated bidirectional (id % 4 === 1).
-        if (streamId % 4 !== 1) {
+        // Only the peer opens flow streams here: bidirectional ones of its side (stream 0 is
+        // the control stream).
+        const parity = (options.opener?.(session) ?? "server") === "server" ? 1 : 0;
+        if (streamId % 4 !== parity || streamId === 0) {
           session.conn.streamReset(streamId, StreamCode.PROTOCOL_VIOLATION);
           return;
         }
@@ -357,6 +381,13 @@ export function createConnectorTcpFlows(options: ConnectorTcpOptions): Connector
           logger.info("tcp flow closed: service removed", { service: entry.service });
           entry.pipe.abort(StreamCode.GOING_AWAY);
         }
+      }
+    },
+    endUngranted(session, granted) {
+      for (const entry of [...bySession.get(session)?.values() ?? []]) {
+        if (entry.state !== "open" || granted(entry.service)) continue;
+        logger.info("tcp flow closed: no longer granted", { service: entry.service });
+        entry.pipe.abort(StreamCode.FORBIDDEN);
       }
     },
     count() {

@@ -82,13 +82,23 @@ function totalsCounter<L extends string>(
     labelNames: [label],
     registers,
     collect() {
-      for (const [value, total] of Object.entries(totals())) {
-        const delta = total - (exported[value] ?? 0);
-        if (delta > 0) this.inc({ [label]: value } as Record<L, string>, delta);
-        exported[value] = total;
-      }
+      addTotals(this, label, totals(), exported);
     },
   });
+}
+
+/** Adds to `counter` what each of `totals` grew since `exported` (updated in place). */
+function addTotals<L extends string>(
+  counter: Counter<L>,
+  label: L,
+  totals: Record<string, number>,
+  exported: Record<string, number>,
+): void {
+  for (const [value, total] of Object.entries(totals)) {
+    const delta = total - (exported[value] ?? 0);
+    if (delta > 0) counter.inc({ [label]: value } as Record<L, string>, delta);
+    exported[value] = total;
+  }
 }
 
 /**
@@ -149,6 +159,8 @@ export function createRelayMetrics(
   const { packetDrops, serviceConnectors } = sources;
   const registers = [registry];
   const p = "ztna_relay_";
+  const exportedChannelPackets: Record<string, number> = {};
+  const exportedChannelBytes: Record<string, number> = {};
   serviceTrafficCounters(registers, sources.serviceTraffic);
   return {
     connectionsAccepted: new Counter({
@@ -223,15 +235,24 @@ export function createRelayMetrics(
     }),
     datagramsRelayed: new Counter({
       name: `${p}datagrams_relayed_total`,
-      help: "DATAGRAM frames forwarded, by direction (to_connector, to_agent).",
+      help: "Packets forwarded between agents and connectors, by direction (to_connector, " +
+        "to_agent): end-to-end session packets through channels, and DATAGRAM frames of " +
+        "flows the relay itself carries.",
       labelNames: ["direction"],
       registers,
+      collect() {
+        addTotals(this, "direction", sources.channelPackets(), exportedChannelPackets);
+      },
     }),
     bytesRelayed: new Counter({
       name: `${p}bytes_relayed_total`,
-      help: "Payload bytes forwarded in DATAGRAM frames, by direction.",
+      help: "Bytes forwarded between agents and connectors, by direction: end-to-end session " +
+        "packets (encrypted) and payloads of DATAGRAM frames.",
       labelNames: ["direction"],
       registers,
+      collect() {
+        addTotals(this, "direction", sources.channelBytes(), exportedChannelBytes);
+      },
     }),
     drops: new Counter({
       name: `${p}drops_total`,

@@ -17,18 +17,20 @@ import {
   describeClose,
   type HandlerErrorReporter,
   type HostPort,
-  type QuicConnection,
+  type QuicClientConnection,
   type TlsMaterial,
 } from "./quic/mod.ts";
+import { type UdpSocket, type UdpTarget, udpTarget } from "./quic/udp_socket.ts";
+import type { FlowSession } from "./flow_session.ts";
+
+export type { FlowSession } from "./flow_session.ts";
 
 /** An authenticated, usable connection to a relay. */
-export interface RelaySession {
-  /** The relay's address as configured (`host:port`). */
-  readonly relay: string;
-  /** The QUIC connection. */
-  readonly conn: QuicConnection;
-  /** Sends a control message; false when the channel is gone. */
-  send(message: ControlMessage): boolean;
+export interface RelaySession extends FlowSession {
+  /** The socket of the connection: channel packets to the relay share it. */
+  readonly socket: UdpSocket;
+  /** The relay's resolved address, where channel packets go. */
+  readonly target: UdpTarget;
 }
 
 /** What a link tells its owner. Callbacks for one session never overlap another's. */
@@ -45,6 +47,8 @@ export interface RelayLinkHandlers {
   onStreamWritable?(session: RelaySession, streamId: number): void;
   /** The session ended (after `onUp`), for any reason. */
   onDown(session: RelaySession, reason: string): void;
+  /** A channel packet from the relay (valid only during the call), once the session is up. */
+  onChannelPacket?(session: RelaySession, packet: Uint8Array): void;
 }
 
 /** Options for {@linkcode runRelayLink}. */
@@ -60,6 +64,8 @@ export interface RelayLinkOptions {
   role: "connector" | "agent";
   /** Token sent in `hello` (relay `auth` `token` or `mtls+token`); never logged. */
   token?: string;
+  /** A connector's process instance, sent in `hello` (docs/PROTOCOL.md §7). */
+  instance?: string;
   /** Current TLS material; read at every dial so a reload takes effect on reconnect. */
   tls: () => TlsMaterial;
   /** Idle timeout; keepalive pings go out at a third of it. */
@@ -119,7 +125,7 @@ function runSession(
 ): Promise<string> {
   const { signal, logger, handlers, idleTimeoutMs, handshakeTimeoutMs = 10_000 } = options;
   return new Promise((resolve) => {
-    let conn: QuicConnection;
+    let conn: QuicClientConnection;
     try {
       conn = connectQuic({
         server: address,
@@ -127,6 +133,9 @@ function runSession(
         tls: options.tls(),
         idleTimeoutMs,
         onHandlerError: options.onHandlerError,
+        onChannelPacket(packet) {
+          if (up) conn.guard("channel packet", () => handlers.onChannelPacket?.(session, packet));
+        },
       });
     } catch (error) {
       resolve(`dial failed: ${error instanceof Error ? error.message : String(error)}`);
@@ -139,6 +148,8 @@ function runSession(
     const session: RelaySession = {
       relay: label,
       conn,
+      socket: conn.socket,
+      target: udpTarget(address.host, address.port),
       send: (message) => channel.send(message),
     };
     const handshakeTimer = setTimeout(() => {
@@ -209,6 +220,7 @@ function runSession(
           v: PROTOCOL_VERSION,
           role: options.role,
           ...(options.token === undefined ? {} : { token: options.token }),
+          ...(options.instance === undefined ? {} : { instance: options.instance }),
         });
       },
       onDatagram(frame) {

@@ -48,6 +48,11 @@ export const connectorConfigSchema = dialerConfigSchema({
     "Services this connector offers: name → backend URL, or a list of them (e.g. UDP and TCP " +
       "on port 53). UDP replies are accepted only from the backend's IP.",
   ),
+  agents: z.record(serviceNameSchema, z.array(z.string().min(1).max(256))).prefault({}).describe(
+    "Agent identities (certificate CNs) this connector serves, per service, checked on every " +
+      "end-to-end session in addition to the relay's grant: a relay cannot open a listed " +
+      "service to anyone else. A service not listed here serves whoever the relay grants.",
+  ),
   circuit: z.object({
     failures: z.number().int().positive().prefault(5).describe(
       "Consecutive TCP connect failures to a backend that open its circuit breaker.",
@@ -66,6 +71,10 @@ export const connectorConfigSchema = dialerConfigSchema({
     flows_per_agent: z.number().int().positive().prefault(1024).describe(
       "Live flows (UDP and TCP, one socket each) per agent identity, across all relays; opens " +
         'from a relay that names no agent share one "unknown" budget. More are refused (`limit`).',
+    ),
+    sessions_per_agent: z.number().int().positive().prefault(64).describe(
+      "End-to-end sessions one agent identity may hold with this connector at once (handshakes " +
+        "included); more are refused.",
     ),
     max_flows: z.number().int().positive().prefault(16_384).describe(
       "Live flows in total; keep it well below the open-file limit. More are refused (`limit`).",

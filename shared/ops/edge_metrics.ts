@@ -14,6 +14,11 @@ export interface EdgeMetrics {
   datagrams: Counter<"direction">;
   bytes: Counter<"direction">;
   drops: Counter<"reason">;
+  sessionsActive: Gauge;
+  sessionsOpened: Counter;
+  sessionRefusals: Counter<"reason">;
+  pathSwitches: Counter<"cause">;
+  channelPackets: Counter<"outcome">;
 }
 
 /**
@@ -62,6 +67,38 @@ export function createEdgeMetrics(
       help: "Payloads dropped, by reason (e.g. unknown_flow, malformed_stream, reassembly_*; " +
         "agent: service_down, refused, not_connected, draining, open_queue_full).",
       labelNames: ["reason"],
+      registers,
+    }),
+    sessionsActive: new Gauge({
+      name: `${prefix}sessions_active`,
+      help: "End-to-end sessions (agent to connector, through relay channels) established now.",
+      registers,
+    }),
+    sessionsOpened: new Counter({
+      name: `${prefix}sessions_opened_total`,
+      help: "End-to-end sessions whose handshake completed with the announced peer.",
+      registers,
+    }),
+    sessionRefusals: new Counter({
+      name: `${prefix}session_refusals_total`,
+      help: "End-to-end sessions refused or failed before carrying flows, by reason " +
+        "(identity_mismatch, handshake_timeout, handshake_failed, limit, not_initial, " +
+        "unknown_channel, refused_by_relay).",
+      labelNames: ["reason"],
+      registers,
+    }),
+    pathSwitches: new Counter({
+      name: `${prefix}path_switches_total`,
+      help: "End-to-end sessions moved to another relay channel, by cause (dead, draining, " +
+        "relay_closed, peer_moved, channel_closed).",
+      labelNames: ["cause"],
+      registers,
+    }),
+    channelPackets: new Counter({
+      name: `${prefix}channel_packets_total`,
+      help: "Channel packets (end-to-end QUIC packets and path keepalives) received from " +
+        "relays, by outcome (accepted, or why dropped: unknown_channel, rejected, malformed).",
+      labelNames: ["outcome"],
       registers,
     }),
   };
