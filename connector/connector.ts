@@ -12,7 +12,7 @@ import { type Logger, rateLimitedLog } from "../shared/log.ts";
 import { createBackoff } from "../shared/backoff.ts";
 import type { ControlMessage, OpenMessage, ServiceProtocol } from "../shared/protocol/control.ts";
 import type { HandlerErrorReporter, TlsMaterial } from "../shared/quic/mod.ts";
-import { type FlowSession, type RelaySession, runRelayLink } from "../shared/relay_link.ts";
+import { type FlowSession, runRelayLink } from "../shared/relay_link.ts";
 import { CloseCode } from "../shared/quic/mod.ts";
 import { createConnectorSessions } from "./sessions.ts";
 import { runRelayPool } from "../shared/relay_pool.ts";
