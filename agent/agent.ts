@@ -16,7 +16,8 @@ import type { HandlerErrorReporter, TlsMaterial } from "../shared/quic/mod.ts";
 import { type FlowSession, type RelaySession, runRelayLink } from "../shared/relay_link.ts";
 import { CloseCode } from "../shared/quic/mod.ts";
 import type { RefusedReason } from "../shared/protocol/control.ts";
-import { createAgentSessions } from "./sessions.ts";
+import { createAgentSessions, type SessionState } from "./sessions.ts";
+import type { FlowSessionHandlers } from "../shared/flow_session.ts";
 import {
   openUdpSocket,
   type UdpSocket,
@@ -199,7 +200,7 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     }
     // The open's trace starts with the first packet that needs it, held or not.
     client.span ??= startOpenSpan(deps.tracer, forward.service, "udp", localOf(client));
-    const carrier = sessions.sessionFor(forward.service);
+    const carrier = sessionFor(forward.service);
     if (typeof carrier === "string") {
       // Held while the session opens, or for the relay (start-up, reconnect) for up to
       // connect_hold_ms; see the sweeper.
@@ -358,7 +359,61 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     }
   }
 
-  // Each local client waits for its service's end-to-end session; once up, its flow opens.
+  /**
+   * Flows ride end-to-end sessions to connectors, which need our certificate. An agent that
+   * authenticates with a token alone has none: its flows ride the relay connection, and the
+   * relay carries them itself (docs/SECURITY.md says what that costs).
+   */
+  const relayCarried = config.tls.cert === undefined;
+  if (relayCarried) {
+    logger.warn("no client certificate: flows ride the relay connection, not end-to-end sessions");
+  }
+  /** What each carrier of flows (an end-to-end session, or the relay connection) does. */
+  const carriers: FlowSessionHandlers = {
+    onUp(up) {
+      datagramsOf.set(
+        up,
+        createFlowDatagrams(up.conn, {
+          maxBytes: config.reassembly.max_bytes,
+          timeoutMs: config.reassembly.timeout_ms,
+        }),
+      );
+      tcp.sessionUp();
+      for (const client of waitingClients()) {
+        if (sessionFor(client.forward.service) === up) requestFlow(client, up);
+      }
+    },
+    onMessage: (from, message) => onControl(from, message),
+    onDatagram(from, frame) {
+      const dropped = datagramsOf.get(from)?.receive(frame, (flow, payload) => {
+        const client = byFlow.get(flow);
+        if (client === undefined || client.session !== from) {
+          metrics.drops.inc({ reason: "unknown_flow" });
+          return;
+        }
+        client.lastActive = Date.now();
+        client.forward.socket.send(payload, client.target);
+        metrics.datagrams.inc({ direction: "from_relay" });
+        metrics.bytes.inc({ direction: "from_relay" }, payload.length);
+        if (client.entry !== null) countFlow(client.entry, false, payload.length);
+      });
+      if (dropped) metrics.drops.inc({ reason: dropped });
+    },
+    onStreamReadable: (from, streamId) => tcp.readable(from, streamId),
+    onStreamWritable: (from, streamId) => tcp.writable(from, streamId),
+    onDown(down, reason) {
+      tcp.sessionDown(down);
+      datagramsOf.delete(down);
+      // Flows belonged to that session; clients re-open on their next packet.
+      for (const forward of forwards) {
+        for (const client of [...forward.clients.values()]) {
+          if (client.session === down) forgetClient(client, false, "session_lost");
+        }
+      }
+      logger.info("flow carrier down", { relay: down.relay, reason });
+    },
+  };
+  // Each local client waits for its service's session; once up, its flow opens.
   const sessions = createAgentSessions({
     tls: () => tls,
     idleTimeoutMs: config.idle_timeout_ms,
@@ -366,57 +421,16 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     onHandlerError: deps.onHandlerError,
     logger,
     metrics,
-    handlers: {
-      onUp(up) {
-        datagramsOf.set(
-          up,
-          createFlowDatagrams(up.conn, {
-            maxBytes: config.reassembly.max_bytes,
-            timeoutMs: config.reassembly.timeout_ms,
-          }),
-        );
-        tcp.sessionUp();
-        for (const client of waitingClients()) {
-          if (sessions.sessionFor(client.forward.service) === up) requestFlow(client, up);
-        }
-      },
-      onMessage: (from, message) => onControl(from, message),
-      onDatagram(from, frame) {
-        const dropped = datagramsOf.get(from)?.receive(frame, (flow, payload) => {
-          const client = byFlow.get(flow);
-          if (client === undefined || client.session !== from) {
-            metrics.drops.inc({ reason: "unknown_flow" });
-            return;
-          }
-          client.lastActive = Date.now();
-          client.forward.socket.send(payload, client.target);
-          metrics.datagrams.inc({ direction: "from_relay" });
-          metrics.bytes.inc({ direction: "from_relay" }, payload.length);
-          if (client.entry !== null) countFlow(client.entry, false, payload.length);
-        });
-        if (dropped) metrics.drops.inc({ reason: dropped });
-      },
-      onStreamReadable: (from, streamId) => tcp.readable(from, streamId),
-      onStreamWritable: (from, streamId) => tcp.writable(from, streamId),
-      onDown(down, reason) {
-        tcp.sessionDown(down);
-        datagramsOf.delete(down);
-        // Flows belonged to that session; clients re-open on their next packet.
-        for (const forward of forwards) {
-          for (const client of [...forward.clients.values()]) {
-            if (client.session === down) forgetClient(client, false, "session_lost");
-          }
-        }
-        logger.info("end-to-end session down", { reason });
-      },
-    },
+    handlers: carriers,
     onRefused(service, reason, text) {
       for (const client of waitingClients()) {
         if (client.forward.service === service) refuseClient(client, reason, text);
       }
-      tcp.refuseWaiting(service, reason);
+      tcp.refuseWaiting(service, reason, text);
     },
   });
+  const sessionFor = (service: string): SessionState =>
+    relayCarried ? session ?? "no_relay" : sessions.sessionFor(service);
 
   /** Clients with payloads queued and no open asked for yet (waiting for a session). */
   function waitingClients(): ClientFlow[] {
@@ -428,7 +442,7 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
   // Each accepted TCP connection becomes a stream on its service's session (tcp_forward.ts).
   const tcp = startTcpForwards({
     forwards: config.forwards.filter((f) => f.listen.protocol === "tcp"),
-    session: (service) => (draining ? "no_relay" : sessions.sessionFor(service)),
+    session: (service) => (draining ? "no_relay" : sessionFor(service)),
     holdMs: config.connect_hold_ms,
     logger,
     metrics,
@@ -453,19 +467,27 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
         session = up;
         metrics.relayConnected.set(1);
         deps.onConnected?.();
+        if (relayCarried) return carriers.onUp(up);
         // Sessions carried by another relay move here; what waited for a relay asks now.
         sessions.relayUp(up);
         tcp.sessionUp();
         for (const client of waitingClients()) sessions.sessionFor(client.forward.service);
       },
       onMessage(from, message) {
-        if (!sessions.message(from, message)) onRelayControl(message);
+        if (relayCarried) onControl(from, message);
+        if (relayCarried || !sessions.message(from, message)) onRelayControl(message);
       },
-      // Flows ride end-to-end sessions: the relay itself never sends us DATAGRAM frames.
-      onDatagram: () => metrics.drops.inc({ reason: "unknown_flow" }),
+      onDatagram(from, frame) {
+        if (relayCarried) carriers.onDatagram(from, frame);
+        // Otherwise flows ride end-to-end sessions: the relay sends us no DATAGRAM frames.
+        else metrics.drops.inc({ reason: "unknown_flow" });
+      },
+      onStreamReadable: (from, streamId) => relayCarried && tcp.readable(from, streamId),
+      onStreamWritable: (from, streamId) => relayCarried && tcp.writable(from, streamId),
       onChannelPacket: (from, packet) => sessions.packet(from, packet),
       onDown(down, reason) {
         session = null;
+        if (relayCarried) carriers.onDown(down, reason, true);
         sessions.relayDown(
           down,
           reason.includes("draining")

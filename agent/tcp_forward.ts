@@ -60,7 +60,7 @@ export interface TcpForwards {
   /** A session or a relay connection is up: connections held for one try again. */
   sessionUp(): void;
   /** No session for `service` could be opened: connections waiting for one are refused. */
-  refuseWaiting(service: string, reason: RefusedReason): void;
+  refuseWaiting(service: string, reason: RefusedReason, message: string): void;
   /** Live TCP flows (opening and open). */
   count(): number;
   /** Stops accepting; open flows keep running. */
@@ -337,11 +337,21 @@ export function startTcpForwards(options: TcpForwardOptions): TcpForwards {
 
   return {
     sessionUp: () => releaseHeld(accept),
-    refuseWaiting(service, reason) {
+    refuseWaiting(service, reason, message) {
       for (const [socket, waiting] of [...held]) {
         if (waiting.service !== service) continue;
         clearTimeout(waiting.timer);
         held.delete(socket);
+        const remote = socket.remoteAddr as Deno.NetAddr;
+        const local = formatHostPort({ host: remote.hostname, port: remote.port });
+        openRefused(
+          ledger,
+          logger,
+          null,
+          { service, protocol: "tcp", local, relay: "" },
+          reason,
+          message,
+        );
         refuseUnconnected(socket, reason);
       }
     },

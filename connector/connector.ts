@@ -316,7 +316,9 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
       serverName: config.tls.server_name,
       token: config.token?.value,
       role: "connector",
-      instance,
+      // Without a certificate we cannot be the TLS server of end-to-end sessions: agents then
+      // reach us through the relay's own flows only.
+      instance: config.tls.cert === undefined ? undefined : instance,
       tls: () => tls,
       idleTimeoutMs: config.idle_timeout_ms,
       signal,

@@ -21,8 +21,13 @@ Deno.test("connectorConfigSchema", async (t) => {
     assert.equal(config.drain_ms, 3000);
     assert.equal(config.shutdown_timeout_ms, 10000);
     assert.equal(config.log_level, "info");
-    assert.deepEqual(config.limits, { flows_per_agent: 1024, max_flows: 16384 });
+    assert.deepEqual(config.limits, {
+      flows_per_agent: 1024,
+      sessions_per_agent: 64,
+      max_flows: 16384,
+    });
     assert.deepEqual(config.hosts, {});
+    assert.deepEqual(config.agents, {});
   });
 
   await t.step("hosts maps names to IP addresses only", () => {

@@ -33,16 +33,16 @@ Deno.test("tcp backend down: refused, breaker opens, closes once the backend is 
 
     const connectFailed = 'ztna_connector_backend_errors_total{reason="connect_failed"}';
     const circuitOpen = 'ztna_connector_backend_errors_total{reason="circuit_open"}';
-    const backendRefusals = 'ztna_relay_flow_refusals_total{reason="backend_error"}';
-    const relayMetrics = () => scrape(String(tunnel.relay.ready.metrics));
+    const backendRefusals = 'ztna_agent_flow_refusals_total{reason="backend_error"}';
+    const agentMetrics = () => scrape(String(tunnel.agent.ready.metrics));
     for (let i = 0; i < 3; i++) {
       await refusedConnection(tunnel.ports.db);
-      // Each attempt was one connect to the dead backend, refused back through the relay.
+      // Each attempt was one connect to the dead backend, refused back to the agent.
       await waitFor(
         `connect failure ${i + 1} to be counted`,
         async () => metric(await connectorMetrics(), connectFailed) === i + 1,
       );
-      assert.equal(metric(await relayMetrics(), backendRefusals), i + 1);
+      assert.equal(metric(await agentMetrics(), backendRefusals), i + 1);
     }
     await tunnel.connector.waitForLog((l) =>
       l.msg === "circuit breaker state changed" && l.to === "open" && l.service === "db"
