@@ -15,7 +15,7 @@ import type { ControlMessage } from "../shared/protocol/control.ts";
 import type { HandlerErrorReporter, TlsMaterial } from "../shared/quic/mod.ts";
 import { type FlowSession, type RelaySession, runRelayLink } from "../shared/relay_link.ts";
 import { CloseCode } from "../shared/quic/mod.ts";
-import type { RefusedReason } from "../shared/protocol/control.ts";
+import { PROTOCOL_VERSION, type RefusedReason } from "../shared/protocol/control.ts";
 import { createAgentSessions, type SessionState } from "./sessions.ts";
 import type { FlowSessionHandlers } from "../shared/flow_session.ts";
 import {
@@ -292,6 +292,9 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
         }
         return;
       }
+      case "draining":
+        sessions.retire(from);
+        return;
       default:
         return;
     }
@@ -371,6 +374,9 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
   /** What each carrier of flows (an end-to-end session, or the relay connection) does. */
   const carriers: FlowSessionHandlers = {
     onUp(up) {
+      // The first message opens the session's control stream, on which the connector can
+      // then tell us it drains; it names our protocol version.
+      if (!relayCarried) up.send({ type: "hello", v: PROTOCOL_VERSION, role: "agent" });
       datagramsOf.set(
         up,
         createFlowDatagrams(up.conn, {

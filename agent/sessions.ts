@@ -59,6 +59,8 @@ export interface AgentSessions {
   message(relay: RelaySession, message: ControlMessage): boolean;
   /** A channel packet from `relay` (valid only during the call). */
   packet(relay: RelaySession, packet: Uint8Array): void;
+  /** The connector of `session` drains: its flows run on, new ones go elsewhere. */
+  retire(session: FlowSession): void;
   /** Established sessions. */
   count(): number;
   /** Live state for `/health`. */
@@ -76,6 +78,8 @@ interface Entry {
   e2e: E2eSession;
   flows: FlowSession;
   up: boolean;
+  /** The connector drains: no new flows here. */
+  retired: boolean;
   /** The relay connection of the current path, if any. */
   relay: RelaySession | null;
   /** A move in progress (its request id), so that a dead path asks only once. */
@@ -197,7 +201,7 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
     path: SessionPath,
     id: string,
   ): void {
-    const entry = { up: false, moving: 0, relay } as Entry;
+    const entry = { up: false, retired: false, moving: 0, relay } as Entry;
     const carried = carryFlows(
       (connection) =>
         openE2eSession({
@@ -294,7 +298,7 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
   return {
     sessionFor(service) {
       for (const entry of entries) {
-        if (entry.up && entry.services.has(service)) return entry.flows;
+        if (entry.up && !entry.retired && entry.services.has(service)) return entry.flows;
       }
       if (relay === null) return "no_relay";
       for (const entry of entries) if (!entry.up && entry.services.has(service)) return "opening";
@@ -362,6 +366,13 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
           metrics.channelPackets.inc({ outcome: "rejected" });
         }
       } else metrics.channelPackets.inc({ outcome: "malformed" });
+    },
+    retire(session) {
+      for (const entry of entries) {
+        if (entry.flows !== session || entry.retired) continue;
+        entry.retired = true;
+        logger.info("connector draining: new flows go to another", { connector: entry.connector });
+      }
     },
     count: () => [...entries].filter((e) => e.up).length,
     health: () =>

@@ -31,7 +31,7 @@ import { createConnectorTcpFlows } from "./tcp_flows.ts";
 import type { AuditLog } from "../shared/audit_log.ts";
 import { countFlow, createFlowLedger, type FlowEntry } from "../shared/flow_ledger.ts";
 import type { FlowSpan, FlowTracer } from "../shared/trace.ts";
-import type { RefusedReason } from "../shared/protocol/control.ts";
+import { PROTOCOL_VERSION, type RefusedReason } from "../shared/protocol/control.ts";
 import { backendFields, startBackendSpan } from "./flow_audit.ts";
 
 /** A flow to a backend, opened by a relay. */
@@ -203,9 +203,11 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
       onMessage(session, message) {
         const state = bySession.get(session);
         if (state === undefined) return;
-        // An agent may only open and close flows on its session.
+        // An agent may only say hello, and open and close flows on its session.
         if (message.type === "open" || message.type === "close") onControl(state, message);
-        else {
+        else if (message.type === "hello" && message.v === PROTOCOL_VERSION) {
+          if (draining) session.send({ type: "draining", reconnect_ms: 0 });
+        } else {
           metrics.drops.inc({ reason: "unexpected_message" });
           session.conn.close(CloseCode.PROTOCOL_VIOLATION, `unexpected ${message.type}`);
         }
@@ -658,6 +660,8 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
     async drain(drainMs) {
       draining = true;
       for (const state of relays) state.session.send({ type: "deregister" });
+      // Agents keep their flows here for the drain period and open new ones elsewhere.
+      for (const state of e2e) state.session.send({ type: "draining", reconnect_ms: 0 });
       const deadline = Date.now() + drainMs;
       while (Date.now() < deadline && flowCount() > 0) {
         await new Promise((r) => setTimeout(r, 50));
