@@ -1171,7 +1171,8 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       server.stopAccepting();
       for (const session of sessions) session.channel.send({ type: "draining", reconnect_ms: 0 });
       const deadline = Date.now() + drainMs;
-      while (Date.now() < deadline && flowCount() > 0) {
+      // Channels keep forwarding until their agents have moved to another relay.
+      while (Date.now() < deadline && flowCount() + channels.size > 0) {
         await new Promise((r) => setTimeout(r, 50));
       }
       for (const session of sessions) session.conn.close(CloseCode.NO_ERROR, "relay shutting down");

@@ -238,7 +238,11 @@ function runSession(
         clearTimeout(handshakeTimer);
         clearInterval(keepalive);
         signal.removeEventListener("abort", onAbort);
-        const reason = describeClose(info, endReason);
+        // A relay that said `draining` and then closed ended the session by draining.
+        const closed = describeClose(info, endReason);
+        const reason = endReason === "draining" && closed !== endReason
+          ? `draining (${closed})`
+          : closed;
         if (up) handlers.onDown(session, reason);
         else if (!signal.aborted) log.warn("relay connection failed", { reason });
         resolve(endReason === "draining" ? "draining" : reason);

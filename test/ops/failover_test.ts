@@ -52,8 +52,12 @@ Deno.test("HA: SIGTERM to one of two relays under a UDP stream; traffic moves to
   const report = await stream.stop();
   const samples = await scrape(String(connector.ready.metrics));
   assert.equal(metric(samples, "ztna_connector_relay_connections_active"), 1);
+  // The same end-to-end session moved to a channel through relay B: no new session.
   const relayBSamples = await scrape(String(relayB.ready.metrics));
-  assert.ok(metric(relayBSamples, 'ztna_relay_flows_opened_total{protocol="udp"}') >= 1);
+  assert.ok(metric(relayBSamples, 'ztna_relay_channels_opened_total{service="echo"}') >= 1);
+  const agentSamples = await scrape(String(agent.proc.ready.metrics));
+  assert.equal(metric(agentSamples, "ztna_agent_sessions_opened_total"), 1);
+  assert.equal(metric(agentSamples, 'ztna_agent_path_switches_total{cause="draining"}'), 1);
   assert.ok(report.lost < report.sent / 2, `lost ${report.lost} of ${report.sent}`);
   console.log(
     `relay failover: readiness 503 during the drain, exit 0; stream sent ${report.sent}, ` +
