@@ -1129,6 +1129,9 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         for (const channel of channels.of(session)) {
           const granted = grantFor(channel.agent.session, channel.connector.session);
           if (granted.length === 0) {
+            // The connector hears the empty grant first: it ends the session's flows at once.
+            channel.services = new Set();
+            channel.connector.session.conn.guard("policy reload", () => announceChannel(channel));
             closeChannel(channel, "no longer allowed by policy");
             closed++;
           } else if (granted.join() !== [...channel.services].join()) {

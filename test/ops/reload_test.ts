@@ -41,9 +41,9 @@ Deno.test("reload: SIGHUP with a policy that removes an agent closes its flows; 
     let samples = await scrape(relayMetrics);
     assert.equal(metric(samples, 'ztna_relay_reloads_total{result="rejected"}'), 2);
     assert.equal(metric(samples, 'ztna_relay_reloads_total{result="applied"}'), 0);
-    assert.equal(metric(samples, 'ztna_relay_flows_active{protocol="udp"}'), 1);
+    assert.equal(metric(samples, "ztna_relay_channels_active"), 1);
 
-    // Remove the agent's permission: its flow is closed at both ends.
+    // Remove the agent's permission: its session's channel closes, and its flow at both ends.
     const revoked = JSON.parse(original);
     revoked.services.echo.agents = [];
     await Deno.writeTextFile(configPath, JSON.stringify(revoked));
@@ -52,8 +52,10 @@ Deno.test("reload: SIGHUP with a policy that removes an agent closes its flows; 
     await waitFor("the flow closed everywhere", async () => {
       const r = await scrape(relayMetrics);
       const c = await scrape(String(connector.ready.metrics));
-      return metric(r, 'ztna_relay_flows_active{protocol="udp"}') === 0 &&
-        metric(c, 'ztna_connector_flows_active{protocol="udp"}') === 0;
+      const a = await scrape(String(agent.ready.metrics));
+      return metric(r, "ztna_relay_channels_active") === 0 &&
+        metric(c, 'ztna_connector_flows_active{protocol="udp"}') === 0 &&
+        metric(a, 'ztna_agent_flows_active{protocol="udp"}') === 0;
     });
     await agent.waitForLog((l) => l.msg === "service down" && l.service === "echo");
     const stalledAt = stream.lastEchoed;
@@ -61,7 +63,7 @@ Deno.test("reload: SIGHUP with a policy that removes an agent closes its flows; 
     assert.ok(stream.lastEchoed <= stalledAt + 1, "the revoked agent still gets echoes");
     samples = await scrape(relayMetrics);
     assert.equal(metric(samples, 'ztna_relay_reloads_total{result="applied"}'), 1);
-    assert.equal(metric(samples, 'ztna_relay_flows_closed_total{reason="policy"}'), 1);
+    assert.equal(metric(samples, "ztna_relay_channels_closed_total"), 1);
     const agentSamples = await scrape(String(agent.ready.metrics));
     const failedFast = metric(agentSamples, 'ztna_agent_drops_total{reason="service_down"}');
     assert.ok(failedFast > 0, "the agent fails new flows fast while the service is down");
@@ -181,8 +183,8 @@ Deno.test("reload: revoking an agent's TCP service resets its open TCP connectio
   const conn = await connectAndPing(tunnel.ports.echo);
   try {
     await waitFor("the tcp flow counted", async () => {
-      const samples = await scrape(relayMetrics);
-      return metric(samples, 'ztna_relay_flows_active{protocol="tcp"}') === 1;
+      const samples = await scrape(String(tunnel.agent.ready.metrics));
+      return metric(samples, 'ztna_agent_flows_active{protocol="tcp"}') === 1;
     });
 
     const configPath = relay.configPath!;
@@ -197,12 +199,12 @@ Deno.test("reload: revoking an agent's TCP service resets its open TCP connectio
       const r = await scrape(relayMetrics);
       const c = await scrape(String(connector.ready.metrics));
       const a = await scrape(String(tunnel.agent.ready.metrics));
-      return metric(r, 'ztna_relay_flows_active{protocol="tcp"}') === 0 &&
+      return metric(r, "ztna_relay_channels_active") === 0 &&
         metric(c, 'ztna_connector_flows_active{protocol="tcp"}') === 0 &&
         metric(a, 'ztna_agent_flows_active{protocol="tcp"}') === 0;
     });
     const samples = await scrape(relayMetrics);
-    assert.equal(metric(samples, 'ztna_relay_flows_closed_total{reason="policy"}'), 1);
+    assert.equal(metric(samples, "ztna_relay_channels_closed_total"), 1);
   } finally {
     try {
       conn.close();
