@@ -7,7 +7,7 @@ import { numberedStream } from "../_support/ops_util.ts";
 const BLACKHOLE_MS = 10_000;
 const IDLE_TIMEOUT_MS = 3000;
 
-Deno.test("fault: 10 s black-hole of the relay path; idle timeout detects it, links and flows come back", async () => {
+Deno.test("fault: 10 s black-hole of the relay path; silence detects it, links and flows come back", async () => {
   await using tunnel = await startFaultTunnel({
     agentHop: {},
     connectorHop: {},
@@ -27,9 +27,9 @@ Deno.test("fault: 10 s black-hole of the relay path; idle timeout detects it, li
 
     tunnel.agentProxy!.blackhole(BLACKHOLE_MS);
     tunnel.connectorProxy!.blackhole(BLACKHOLE_MS);
-    // Detection comes from the idle timeout (keepalives stop being answered), not a signal:
-    // each side logs the loss with reason "idle timeout" while the path is still cut. The
-    // wait is a hang guard as long as the black-hole itself.
+    // Detection comes from silence, not a signal: each side logs the loss while the path is
+    // still cut, by the idle timeout, or at the agent by the end-to-end session's path
+    // keepalives (whichever fires first). The wait is a hang guard as long as the black-hole.
     const lost = async (proc: typeof tunnel.agent) => {
       const line = await proc.waitForLog((l) => l.msg === "relay session lost", BLACKHOLE_MS);
       return { reason: line.reason, duringBlackhole: tunnel.agentProxy!.blackholed };
@@ -73,8 +73,9 @@ Deno.test("fault: 10 s black-hole of the relay path; idle timeout detects it, li
         `stream sent ${report.sent}, echoed ${report.received}; after resuming ` +
         `${echoedAfter}/${sentAfter} echoed`,
     );
+    assert.match(String(agentLost.reason), /^idle timeout$|\(path keepalives unanswered\)$/);
+    assert.equal(connectorLost.reason, "idle timeout", "the connector noticed by the idle timeout");
     for (const [who, lostAt] of [["agent", agentLost], ["connector", connectorLost]] as const) {
-      assert.equal(lostAt.reason, "idle timeout", `${who} lost its session by the idle timeout`);
       assert.ok(lostAt.duringBlackhole, `${who} noticed while the path was still cut`);
     }
     assert.ok(agentReconnects >= 1, "the agent's reconnect metric moved");
