@@ -243,7 +243,10 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
           clearTimeout(entry.timer);
           entries.delete(entry);
           for (const [id, carried] of [...channels]) {
-            if (carried.entry === entry) channels.delete(id);
+            if (carried.entry !== entry) continue;
+            channels.delete(id);
+            // The relay frees the channel (and records its totals) now, not when we leave.
+            relay?.send({ type: "channel_closed", channel: id, reason: "session ended" });
           }
           if (up) {
             metrics.sessionsActive.dec();

@@ -229,6 +229,11 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   });
   /** `session_open`s waiting for their connector, by channel. */
   const channelWaits = new Map<Channel<Session>, PendingChannel[]>();
+  /** Audit fields and open time of each channel, for its `channel_close` record. */
+  const channelAudit = new Map<
+    Channel<Session>,
+    { fields: Record<string, unknown>; since: number }
+  >();
   const metrics = deps.metrics({
     packetDrops: () => ({ ...server.counters.drops }),
     preauth: () => ({ ...server.preauth() }),
@@ -884,8 +889,10 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
    */
   function openChannel(agent: Session, message: SessionOpenMessage): void {
     const { id, service } = message;
+    const rule = policy.ruleFor("agent", service);
     const refuseChannel = (reason: RefusedReason, text: string) => {
       metrics.flowRefusals.inc({ reason });
+      audit("flow_refused", { ...agentFields(agent), service, reason, detail: text, rule });
       agent.channel.send({ type: "refused", id, reason, message: text });
     };
     if (draining) return refuseChannel("draining", "relay is draining; reconnect elsewhere");
@@ -920,6 +927,14 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       channel = channels.open(agent, connector, message.session, grantFor(agent, connector));
       metrics.channelsOpened.inc({ service });
       agent.log.info("channel opened", { service, connector: connector.identity });
+      const fields = { ...flowFields(agent, connector, rule), channel: channel.agent.id };
+      channelAudit.set(channel, { fields, since: Date.now() });
+      audit("channel_open", {
+        ...fields,
+        service,
+        services: [...channel.services],
+        session: message.session,
+      });
     } else channel.services = new Set(grantFor(agent, connector));
     const waits = channelWaits.get(channel) ?? [];
     channelWaits.set(channel, waits);
@@ -975,6 +990,19 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   function closeChannel(channel: Channel<Session>, reason: string, by?: Session): void {
     // Once only: a revocation and a disconnect may both reach the same channel.
     if (!channels.close(channel)) return;
+    const opened = channelAudit.get(channel);
+    channelAudit.delete(channel);
+    if (opened !== undefined) {
+      audit("channel_close", {
+        ...opened.fields,
+        reason,
+        duration_ms: Date.now() - opened.since,
+        packets_to_connector: channel.toConnector.packets,
+        bytes_to_connector: channel.toConnector.bytes,
+        packets_to_agent: channel.toAgent.packets,
+        bytes_to_agent: channel.toAgent.bytes,
+      });
+    }
     for (const wait of channelWaits.get(channel) ?? []) clearTimeout(wait.timer);
     channelWaits.delete(channel);
     metrics.channelsClosed.inc();

@@ -19,7 +19,9 @@ export type AuditEvent =
   | "register"
   | "deregister"
   | "policy_reload"
-  | "auth_failure";
+  | "auth_failure"
+  | "channel_open"
+  | "channel_close";
 
 /** Every event, in the order of the docs (e.g. to pre-create metric series). */
 export const AUDIT_EVENTS: readonly AuditEvent[] = [
@@ -30,6 +32,8 @@ export const AUDIT_EVENTS: readonly AuditEvent[] = [
   "deregister",
   "policy_reload",
   "auth_failure",
+  "channel_open",
+  "channel_close",
 ];
 
 /** Why a record was dropped. */

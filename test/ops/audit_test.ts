@@ -83,42 +83,24 @@ Deno.test("audit: UDP and TCP flows, a refused open and a policy reload are reco
     tcpConn.close();
     assert.equal(back.length, payload.length);
 
-    // Relay: open and close of both flows, bytes exactly as sent.
-    const relayClose = (protocol: string) =>
-      waitFor(
-        `relay ${protocol} flow_close`,
-        async () =>
-          (await relayAudit()).find((r) => r.audit === "flow_close" && r.protocol === protocol),
-        15_000,
-      );
-    const udpClose = await relayClose("udp");
-    const tcpClose = await relayClose("tcp");
-    const records = await relayAudit();
-    const udpOpen = records.find((r) => r.audit === "flow_open" && r.protocol === "udp")!;
-    for (const record of [udpOpen, udpClose]) {
-      assert.equal(record.relay_id, "relay-a");
-      assert.equal(record.identity, "agent-1");
-      assert.equal(record.role, "agent");
-      assert.equal(record.service, "echo");
-      assert.equal(record.connector, "connector-1");
-      assert.equal(record.rule, "services.echo.agents");
-      assert.match(String(record.peer), /^127\.0\.0\.1:\d+$/);
-      assert.equal(typeof record.flow, "number");
-      assert.ok(!Number.isNaN(Date.parse(String(record.time))));
-    }
-    assert.equal(udpClose.flow, udpOpen.flow);
-    assert.equal(udpClose.bytes_to_service, sent);
-    assert.equal(udpClose.bytes_to_agent, sent);
-    assert.equal(udpClose.packets_to_service, 3);
-    assert.equal(udpClose.packets_to_agent, 3);
-    assert.equal(udpClose.reason, "peer_close");
-    assert.equal(typeof udpClose.duration_ms, "number");
-    assert.equal(tcpClose.identity, "agent-1");
-    assert.equal(tcpClose.service, "tcpecho");
-    assert.equal(tcpClose.rule, "services.tcpecho.agents");
-    assert.equal(tcpClose.bytes_to_service, payload.length);
-    assert.equal(tcpClose.bytes_to_agent, payload.length);
-    assert.ok((tcpClose.packets_to_service as number) >= 2, "100 kB in several chunks");
+    // Relay: the channel of the agent's end-to-end session to connector-1, which carries
+    // both flows. The relay never sees the flows themselves (their records follow below).
+    const channelOpen = await waitFor(
+      "relay channel_open",
+      async () =>
+        (await relayAudit()).find((r) => r.audit === "channel_open" && r.identity === "agent-1"),
+      15_000,
+    );
+    assert.equal(channelOpen.relay_id, "relay-a");
+    assert.equal(channelOpen.role, "agent");
+    assert.equal(channelOpen.connector, "connector-1");
+    assert.match(String(channelOpen.peer), /^127\.0\.0\.1:\d+$/);
+    assert.match(String(channelOpen.connector_peer), /^127\.0\.0\.1:\d+$/);
+    assert.equal(channelOpen.rule, `services.${channelOpen.service}.agents`);
+    assert.deepEqual(channelOpen.services, ["echo", "tcpecho"]);
+    assert.equal(typeof channelOpen.channel, "number");
+    assert.match(String(channelOpen.session), /^[0-9a-f]{32}$/);
+    assert.ok(!Number.isNaN(Date.parse(String(channelOpen.time))));
 
     // Connector and agent: their own view, with the backend and local addresses.
     const connectorClose = (protocol: string) =>
@@ -217,15 +199,33 @@ Deno.test("audit: UDP and TCP flows, a refused open and a policy reload are reco
     assert.equal(deregister.services, "all");
     assert.equal(deregister.cause, "connector");
 
+    // The drained connector closed the session: its channel's record carries the encrypted
+    // totals, more than the flows carried inside.
+    const channelClose = await waitFor(
+      "relay channel_close",
+      async () =>
+        (await relayAudit()).find((r) =>
+          r.audit === "channel_close" && r.channel === channelOpen.channel
+        ),
+      15_000,
+    );
+    assert.equal(channelClose.identity, "agent-1");
+    assert.equal(channelClose.connector, "connector-1");
+    assert.equal(typeof channelClose.duration_ms, "number");
+    assert.ok((channelClose.bytes_to_connector as number) > sent + payload.length);
+    assert.ok((channelClose.bytes_to_agent as number) > sent + payload.length);
+    assert.ok((channelClose.packets_to_connector as number) >= 3);
+
     // Every record written was handed over: none dropped.
     const samples = await scrape(String(relay.ready.metrics));
     assert.equal(metric(samples, 'ztna_relay_audit_dropped_total{reason="queue_full"}'), 0);
     assert.equal(metric(samples, 'ztna_relay_audit_dropped_total{reason="write_error"}'), 0);
-    assert.ok(metric(samples, 'ztna_relay_audit_records_total{event="flow_close"}') >= 2);
+    assert.equal(metric(samples, 'ztna_relay_audit_records_total{event="channel_close"}'), 1);
     console.log(
       `audit: relay wrote ${(await relayAudit()).length} records; UDP ${sent} B each way in 3 ` +
-        `datagrams, TCP ${payload.length} B each way in ${tcpClose.packets_to_service}/` +
-        `${tcpClose.packets_to_agent} chunks`,
+        `datagrams, TCP ${payload.length} B each way in ${cTcp.packets_to_service}/` +
+        `${cTcp.packets_to_agent} chunks; the channel carried ${channelClose.bytes_to_connector}/` +
+        `${channelClose.bytes_to_agent} B encrypted`,
     );
   } finally {
     await trio.stop();
@@ -259,12 +259,12 @@ Deno.test("audit: an unwritable audit file costs audit records, never flows; dro
       const samples = await scrape(address);
       const n = metric(samples, 'ztna_relay_audit_dropped_total{reason="write_error"}') +
         metric(samples, 'ztna_relay_audit_dropped_total{reason="queue_full"}');
-      // register and flow_open at least.
+      // register and channel_open at least.
       return n >= 2 ? n : undefined;
     });
     const samples = await scrape(address);
-    assert.equal(metric(samples, 'ztna_relay_datagrams_relayed_total{direction="to_agent"}'), 20);
-    assert.equal(metric(samples, 'ztna_relay_audit_records_total{event="flow_open"}'), 0);
+    assert.ok(metric(samples, 'ztna_relay_datagrams_relayed_total{direction="to_agent"}') >= 20);
+    assert.equal(metric(samples, 'ztna_relay_audit_records_total{event="channel_open"}'), 0);
     console.log(`audit: unwritable file: 20/20 datagrams echoed, ${dropped} records dropped`);
   } finally {
     await trio.stop();
@@ -279,15 +279,26 @@ Deno.test("audit: a destination that never takes a byte (a FIFO nobody reads) st
   const echo = await startEchoService();
   const trio = await startTrio({
     backends: { echo: `udp://127.0.0.1:${echo.port}` },
-    forwards: [{ listen: "udp://127.0.0.1:0", service: "echo" }],
+    // `vault` is not the agent's to use: each of its local clients costs a refused open.
+    forwards: [
+      { listen: "udp://127.0.0.1:0", service: "echo" },
+      { listen: "udp://127.0.0.1:0", service: "vault" },
+    ],
     // Opening a FIFO without a reader blocks forever: the writer hangs on its first record.
-    relay: { audit: { destination: "file", file: fifo, queue: 2 } },
+    relay: {
+      audit: { destination: "file", file: fifo, queue: 2 },
+      services: {
+        echo: { connectors: ["connector-1"], agents: ["agent-1"] },
+        vault: { connectors: ["connector-1"], agents: ["agent-2"] },
+      },
+    },
+    extraClients: ["agent-2"],
     processes: [echo.proc],
     cleanups: [() => Deno.remove(dir, { recursive: true })],
   });
   try {
-    const port = portOf(trio.listen[0]);
-    // Five local clients: five flows, five flow_open records behind the stuck register.
+    const [port, vaultPort] = trio.listen.map(portOf);
+    // Five local clients: five flows through the session's channel (one channel_open).
     for (let c = 0; c < 5; c++) {
       const client = udpClient();
       for (let i = 0; i < 4; i++) {
@@ -296,13 +307,26 @@ Deno.test("audit: a destination that never takes a byte (a FIFO nobody reads) st
       }
       client.close();
     }
-    const samples = await scrape(String(trio.relay.ready.metrics));
-    assert.equal(metric(samples, 'ztna_relay_datagrams_relayed_total{direction="to_agent"}'), 20);
-    // register in the writer, two records queued, the other three dropped.
-    assert.equal(metric(samples, 'ztna_relay_audit_dropped_total{reason="queue_full"}'), 3);
+    // Five local clients of vault: five refused opens, five flow_refused records.
+    const address = String(trio.relay.ready.metrics);
+    for (let c = 0; c < 5; c++) {
+      const client = udpClient();
+      await client.send(new Uint8Array([c]), vaultPort);
+      await waitFor(
+        `refusal ${c + 1}`,
+        async () =>
+          metric(await scrape(address), 'ztna_relay_flow_refusals_total{reason="forbidden"}') ===
+            c + 1,
+      );
+      client.close();
+    }
+    const samples = await scrape(address);
+    assert.ok(metric(samples, 'ztna_relay_datagrams_relayed_total{direction="to_agent"}') >= 20);
+    // register in the writer, channel_open and one refusal queued, the other four dropped.
+    assert.equal(metric(samples, 'ztna_relay_audit_dropped_total{reason="queue_full"}'), 4);
     // Shutdown is bounded too: the flush gives up, the relay exits cleanly.
     assert.equal(await trio.relay.stop("SIGTERM", 10_000), 0);
-    console.log("audit: stalled FIFO destination: 20/20 datagrams echoed, 3 records dropped");
+    console.log("audit: stalled FIFO destination: 20/20 datagrams echoed, 4 records dropped");
   } finally {
     await trio.stop();
   }
