@@ -230,7 +230,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   /** `session_open`s waiting for their connector, by channel. */
   const channelWaits = new Map<Channel<Session>, PendingChannel[]>();
   /** Audit fields and open time of each channel, for its `channel_close` record. */
-  const channelAudit = new Map<
+  const channelRecords = new Map<
     Channel<Session>,
     { fields: Record<string, unknown>; since: number }
   >();
@@ -928,7 +928,7 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       metrics.channelsOpened.inc({ service });
       agent.log.info("channel opened", { service, connector: connector.identity });
       const fields = { ...flowFields(agent, connector, rule), channel: channel.agent.id };
-      channelAudit.set(channel, { fields, since: Date.now() });
+      channelRecords.set(channel, { fields, since: Date.now() });
       audit("channel_open", {
         ...fields,
         service,
@@ -990,8 +990,8 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   function closeChannel(channel: Channel<Session>, reason: string, by?: Session): void {
     // Once only: a revocation and a disconnect may both reach the same channel.
     if (!channels.close(channel)) return;
-    const opened = channelAudit.get(channel);
-    channelAudit.delete(channel);
+    const opened = channelRecords.get(channel);
+    channelRecords.delete(channel);
     if (opened !== undefined) {
       audit("channel_close", {
         ...opened.fields,
@@ -1110,6 +1110,16 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
           closedTotals: s.closedTotals,
         })),
         flows: [...ledger.live],
+        channels: [...channelRecords].map(([channel, { since }]) => ({
+          channel: channel.agent.id,
+          agent: channel.agent.session.identity,
+          agentPeer: peerAddress(channel.agent.session),
+          connector: channel.connector.session.identity,
+          services: [...channel.services],
+          since,
+          bytesToConnector: channel.toConnector.bytes,
+          bytesToAgent: channel.toAgent.bytes,
+        })),
         traffic: ledger.serviceTotals(),
         servicesRegistered: registry.size,
       });

@@ -1,7 +1,7 @@
 /**
  * The relay's `/status` document: for each service its connectors and open flows, the
- * connected agents with identity, address, since and bytes, the relay's uptime and drain
- * state. Identities and addresses only: no token, key or certificate ever appears here.
+ * channels of end-to-end sessions (who to whom, since, encrypted bytes), the connected
+ * agents with identity, address, since and bytes, the relay's uptime and drain state. Identities and addresses only: no token, key or certificate ever appears here.
  *
  * @module
  */
@@ -21,6 +21,21 @@ export interface StatusSession {
   closedTotals: FlowTotals;
 }
 
+/** One channel of an end-to-end session, as the relay knows it. */
+export interface StatusChannel {
+  /** The agent side's id. */
+  channel: number;
+  agent: string;
+  agentPeer: string;
+  connector: string;
+  services: string[];
+  /** Unix ms. */
+  since: number;
+  /** Encrypted bytes forwarded each way. */
+  bytesToConnector: number;
+  bytesToAgent: number;
+}
+
 /** What {@linkcode relayStatus} reads. */
 export interface RelayStatusInput {
   relayId: string;
@@ -30,6 +45,8 @@ export interface RelayStatusInput {
   sessions: StatusSession[];
   /** Open flows (the ledger's live entries). */
   flows: FlowEntry[];
+  /** Live channels. */
+  channels: StatusChannel[];
   /** Per-service totals since start (closed and open flows). */
   traffic: Map<string, FlowTotals>;
   /** Services with at least one registered connector. */
@@ -56,6 +73,7 @@ export interface RelayStatus {
   draining: boolean;
   connections: { connector: number; agent: number };
   flows_active: { udp: number; tcp: number };
+  channels_active: number;
   services_registered: number;
   services: ({
     name: string;
@@ -69,7 +87,23 @@ export interface RelayStatus {
       since: string;
     } & TrafficFields)[];
   } & TrafficFields)[];
-  agents: ({ identity: string; peer: string; since: string; flows: number } & TrafficFields)[];
+  channels: {
+    channel: number;
+    agent: string;
+    agent_peer: string;
+    connector: string;
+    services: string[];
+    since: string;
+    bytes_to_connector: number;
+    bytes_to_agent: number;
+  }[];
+  agents: ({
+    identity: string;
+    peer: string;
+    since: string;
+    flows: number;
+    channels: number;
+  } & TrafficFields)[];
 }
 
 const traffic = (t: FlowTotals): TrafficFields => ({
@@ -95,6 +129,7 @@ const iso = (ms: number) => new Date(ms).toISOString();
  *   services: ["echo"],
  *   sessions: [],
  *   flows: [],
+ *   channels: [],
  *   traffic: new Map(),
  *   servicesRegistered: 0,
  *   uptimeSeconds: 5,
@@ -127,6 +162,7 @@ export function relayStatus(input: RelayStatusInput): RelayStatus {
     draining: input.draining,
     connections,
     flows_active: flowsActive,
+    channels_active: input.channels.length,
     services_registered: input.servicesRegistered,
     services: names.map((name) => ({
       name,
@@ -144,6 +180,16 @@ export function relayStatus(input: RelayStatusInput): RelayStatus {
       })),
       ...traffic(input.traffic.get(name) ?? emptyTotals()),
     })),
+    channels: input.channels.map((c) => ({
+      channel: c.channel,
+      agent: c.agent,
+      agent_peer: c.agentPeer,
+      connector: c.connector,
+      services: c.services,
+      since: iso(c.since),
+      bytes_to_connector: c.bytesToConnector,
+      bytes_to_agent: c.bytesToAgent,
+    })),
     agents: input.sessions.filter((s) => s.role === "agent").map((s) => {
       const flows = byPeer.get(s.peer) ?? [];
       const sum = { ...s.closedTotals };
@@ -153,6 +199,7 @@ export function relayStatus(input: RelayStatusInput): RelayStatus {
         peer: s.peer,
         since: iso(s.since),
         flows: flows.length,
+        channels: input.channels.filter((c) => c.agentPeer === s.peer).length,
         ...traffic(sum),
       };
     }),
@@ -179,6 +226,7 @@ export function relayStatusPage(status: RelayStatus): StatusPage {
         `${status.connections.connector} connectors, ${status.connections.agent} agents`,
       ],
       ["Open flows", `${status.flows_active.udp} UDP, ${status.flows_active.tcp} TCP`],
+      ["Channels", String(status.channels_active)],
       ["As of", status.time],
     ],
     sections: [
@@ -218,13 +266,54 @@ export function relayStatusPage(status: RelayStatus): StatusPage {
         ],
       })),
       {
+        id: "channels",
+        heading: "Channels",
+        note: "end-to-end sessions, forwarded blind: the bytes are encrypted",
+        tables: [{
+          caption: "Live channels",
+          className: "channels",
+          columns: [
+            "Channel",
+            "Agent",
+            "Agent address",
+            "Connector",
+            "Services",
+            "Since",
+            "Bytes to connector / to agent",
+          ],
+          rows: status.channels.map((c) => [
+            String(c.channel),
+            c.agent,
+            c.agent_peer,
+            c.connector,
+            c.services.join(", "),
+            c.since,
+            `${c.bytes_to_connector} / ${c.bytes_to_agent}`,
+          ]),
+        }],
+      },
+      {
         id: "agents",
         heading: "Agents",
         tables: [{
           caption: "Connected agents",
           className: "agents",
-          columns: ["Identity", "Address", "Since", "Open flows", "Bytes to service / to agent"],
-          rows: status.agents.map((a) => [a.identity, a.peer, a.since, String(a.flows), bytes(a)]),
+          columns: [
+            "Identity",
+            "Address",
+            "Since",
+            "Open flows",
+            "Channels",
+            "Bytes to service / to agent",
+          ],
+          rows: status.agents.map((a) => [
+            a.identity,
+            a.peer,
+            a.since,
+            String(a.flows),
+            String(a.channels),
+            bytes(a),
+          ]),
         }],
       },
     ],

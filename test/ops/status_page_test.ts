@@ -138,13 +138,11 @@ Deno.test("status: /status in headless Chromium shows the service, its connector
     await evil.waitForLog((l) => l.msg === "relay link up", 20_000);
 
     const ops = String(trio.relay.ready.metrics);
-    const status = await waitFor("status with both flows and both agents", async () => {
+    // Both flows ride agent-1's end-to-end session: one channel, whose bytes are encrypted.
+    const status = await waitFor("status with the channel and both agents", async () => {
       const json = await (await fetch(`http://${ops}/status.json`)).json();
-      return json.flows_active.udp === 1 && json.flows_active.tcp === 1 &&
-          json.agents.length === 2 && json.services.find((s: { name: string }) =>
-            s.name === "tcpecho"
-          )
-            ?.bytes_to_agent === 1000
+      return json.channels_active === 1 && json.agents.length === 2 &&
+          json.channels[0].bytes_to_agent > 1300
         ? json
         : undefined;
     });
@@ -159,13 +157,10 @@ Deno.test("status: /status in headless Chromium shows the service, its connector
       status.connections.agent,
       metric(samples, 'ztna_relay_connections_active{role="agent"}'),
     );
+    assert.equal(status.channels_active, metric(samples, "ztna_relay_channels_active"));
     assert.equal(
-      status.flows_active.udp,
-      metric(samples, 'ztna_relay_flows_active{protocol="udp"}'),
-    );
-    assert.equal(
-      status.flows_active.tcp,
-      metric(samples, 'ztna_relay_flows_active{protocol="tcp"}'),
+      status.channels[0].bytes_to_connector,
+      metric(samples, 'ztna_relay_channel_bytes_total{direction="to_connector"}'),
     );
     assert.equal(status.services_registered, metric(samples, "ztna_relay_services_registered"));
     for (const service of status.services) {
@@ -180,15 +175,16 @@ Deno.test("status: /status in headless Chromium shows the service, its connector
       assert.equal(service.packets_to_agent, metric(samples, key("service_packets", "to_agent")));
     }
     const echoStatus = status.services.find((s: { name: string }) => s.name === "echo");
-    assert.equal(echoStatus.bytes_to_service, 300);
     assert.deepEqual(echoStatus.connectors.map((c: { identity: string }) => c.identity), [
       "connector-1",
     ]);
-    assert.equal(echoStatus.flows[0].agent, "agent-1");
+    const [channel] = status.channels;
+    assert.equal(channel.agent, "agent-1");
+    assert.equal(channel.connector, "connector-1");
+    assert.deepEqual(channel.services, ["echo", "tcpecho"]);
     const agent1 = status.agents.find((a: { identity: string }) => a.identity === "agent-1");
-    assert.equal(agent1.bytes_to_service, 1300);
-    assert.equal(agent1.bytes_to_agent, 1300);
-    assert.equal(agent1.flows, 2);
+    assert.equal(agent1.channels, 1);
+    assert.equal(agent1.peer, channel.agent_peer);
     assert.equal(status.draining, false);
     assert.equal(status.relay_id, "relay-<main>");
     // No secrets: no key material, no file paths of the TLS files.
@@ -210,7 +206,7 @@ Deno.test("status: /status in headless Chromium shows the service, its connector
     assert.match(dom, /<h2>Service tcpecho<\/h2>/);
     assert.match(dom, /<table class="connectors">.*<td>connector-1<\/td>/s);
     assert.match(dom, /<table class="agents">.*<td>agent-1<\/td>/s);
-    assert.match(dom, /<table class="flows">.*<td>agent-1<\/td>/s);
+    assert.match(dom, /<table class="channels">.*<td>agent-1<\/td>.*<td>connector-1<\/td>/s);
     // The hostile name is text in a cell: escaped in the DOM, no element made of it, and
     // its handler never ran (it would have renamed the document).
     assert.ok(dom.includes("<td>&lt;img src=x onerror=\"document.title='owned'\"&gt;evil</td>"));
@@ -225,7 +221,7 @@ Deno.test("status: /status in headless Chromium shows the service, its connector
     if (keep) await Deno.copyFile(shot, keep);
     console.log(
       `status: ${status.services.length} services, ${status.agents.length} agents, ` +
-        `${status.flows_active.udp + status.flows_active.tcp} open flows; DOM ${dom.length} B; ` +
+        `${status.channels_active} channel; DOM ${dom.length} B; ` +
         `screenshot ${png.length} B`,
     );
   } finally {
