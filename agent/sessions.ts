@@ -286,7 +286,7 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
       logger.warn("relay stopped answering path keepalives; moving to the next relay", {
         relay: relay.relay,
       });
-      relay.conn.close(CloseCode.GOING_AWAY, "path keepalives unanswered");
+      relay.moveOn("path keepalives unanswered");
       return;
     }
     if (relay !== null && entry.moving === 0) move(entry, "dead");

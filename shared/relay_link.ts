@@ -31,6 +31,11 @@ export interface RelaySession extends FlowSession {
   readonly socket: UdpSocket;
   /** The relay's resolved address, where channel packets go. */
   readonly target: UdpTarget;
+  /**
+   * Leaves this relay for the next one of the list at once, without the backoff a failure
+   * costs (e.g. it stopped answering path keepalives). `reason` is the close phrase.
+   */
+  moveOn(reason: string): void;
 }
 
 /** What a link tells its owner. Callbacks for one session never overlap another's. */
@@ -109,8 +114,9 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<void> {
     // A draining relay asked us to go elsewhere now; other failures wait out the backoff
     // (with several relays the next attempt already goes to another one). A drain is a
     // planned stop of a healthy relay, not a failure streak, so the backoff starts over.
+    // A move we decided on (a dead path) goes to the next relay at once, too.
     if (outcome === "draining") backoff.reset();
-    const delay = outcome === "draining" ? 0 : backoff.next();
+    const delay = outcome === "draining" || outcome === "moved" ? 0 : backoff.next();
     logger.info("relay link down, redialing", { relay: label, reason: outcome, delay_ms: delay });
     if (!await sleep(delay, signal)) break;
   }
@@ -151,6 +157,10 @@ function runSession(
       socket: conn.socket,
       target: udpTarget(address.host, address.port),
       send: (message) => channel.send(message),
+      moveOn(reason) {
+        endReason = "moved";
+        conn.close(CloseCode.GOING_AWAY, reason);
+      },
     };
     const handshakeTimer = setTimeout(() => {
       endReason = "handshake timeout";
@@ -240,12 +250,12 @@ function runSession(
         signal.removeEventListener("abort", onAbort);
         // A relay that said `draining` and then closed ended the session by draining.
         const closed = describeClose(info, endReason);
-        const reason = endReason === "draining" && closed !== endReason
-          ? `draining (${closed})`
+        const reason = (endReason === "draining" || endReason === "moved") && closed !== endReason
+          ? `${endReason} (${closed})`
           : closed;
         if (up) handlers.onDown(session, reason);
         else if (!signal.aborted) log.warn("relay connection failed", { reason });
-        resolve(endReason === "draining" ? "draining" : reason);
+        resolve(endReason === "draining" || endReason === "moved" ? endReason : reason);
       },
     });
   });

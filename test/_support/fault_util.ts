@@ -48,6 +48,8 @@ export interface FaultTunnelOptions {
   extraAgents?: string[];
   /** Start the TCP sink and forward `sink` over TCP too (default true). */
   tcp?: boolean;
+  /** Sees every datagram either proxy receives (a capture of both hops). */
+  tap?: (hop: "agent" | "connector", data: Uint8Array) => void;
 }
 
 /** A running trio with its backends and proxies. */
@@ -100,6 +102,7 @@ export async function startFaultTunnel(options: FaultTunnelOptions = {}): Promis
           seed: seed + (dialer === "connector" ? 0 : 1000),
           upstream: hop,
           downstream: hop,
+          tap: options.tap && ((_direction, data) => options.tap!(dialer, data)),
         });
       }
       return proxies[dialer]?.address ?? relayAddress;

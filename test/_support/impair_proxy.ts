@@ -181,6 +181,8 @@ export interface ImpairProxyOptions {
    * @default {2048}
    */
   maxClients?: number;
+  /** Sees every datagram as it arrives, before any impairment (a capture). */
+  tap?: (direction: "upstream" | "downstream", data: Uint8Array) => void;
 }
 
 /** A running proxy. */
@@ -284,6 +286,7 @@ export function startImpairProxy(options: ImpairProxyOptions): ImpairProxy {
     send: (bytes: Uint8Array) => void,
   ): void {
     stats.received++;
+    options.tap?.(stats === counters.upstream ? "upstream" : "downstream", data);
     if (performance.now() < blackholeUntil) {
       stats.blackholed++;
       return;
