@@ -178,6 +178,26 @@ function runSession(
     const channel: ControlChannel = createControlChannel(conn, {
       onMessage(message) {
         if (!up) {
+          if (message.type === "error") {
+            // E.g. a relay of another protocol version: say why, in its words.
+            endReason = `relay refused us: ${message.code}: ${message.message}`;
+            log.error("relay refused the connection", {
+              code: message.code,
+              detail: message.message,
+            });
+            return;
+          }
+          if (
+            message.type === "hello" && message.role === "relay" && message.v !== PROTOCOL_VERSION
+          ) {
+            endReason = `relay speaks protocol v${message.v}, we speak v${PROTOCOL_VERSION}`;
+            log.error("relay speaks another protocol version", {
+              relay_version: message.v,
+              our_version: PROTOCOL_VERSION,
+            });
+            conn.close(CloseCode.PROTOCOL_VIOLATION, "unsupported_version");
+            return;
+          }
           if (message.type !== "hello" || message.role !== "relay") {
             endReason = `unexpected ${message.type} before hello`;
             conn.close(CloseCode.PROTOCOL_VIOLATION, endReason);

@@ -10,7 +10,7 @@
 import { z } from "zod";
 
 /** Version carried in `hello.v`. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Default largest JSON body of one control frame, in bytes. */
 export const DEFAULT_MAX_FRAME_BYTES = 65536;
@@ -359,7 +359,7 @@ function validate(value: unknown): ControlMessage {
  *
  * const frame = encodeControl({ type: "hello", v: PROTOCOL_VERSION, role: "agent" });
  * const decoder = createControlDecoder();
- * assert.deepEqual(decoder.push(frame), [{ type: "hello", v: 1, role: "agent" }]);
+ * assert.deepEqual(decoder.push(frame), [{ type: "hello", v: 2, role: "agent" }]);
  * ```
  *
  * @param msg The message.

@@ -6,7 +6,7 @@
  * @module
  */
 import { createControlChannel } from "../../shared/control_channel.ts";
-import type { ControlMessage } from "../../shared/protocol/control.ts";
+import { type ControlMessage, PROTOCOL_VERSION } from "../../shared/protocol/control.ts";
 import { encodeWhole } from "../../shared/protocol/datagram.ts";
 import {
   type CloseInfo,
@@ -134,7 +134,7 @@ export async function dialPeer(options: DialOptions): Promise<Peer> {
   if (role !== null && conn.established) {
     channel.send({
       type: "hello",
-      v: 1,
+      v: PROTOCOL_VERSION,
       role,
       ...(options.token === undefined ? {} : { token: options.token }),
       ...(options.instance === undefined ? {} : { instance: options.instance }),

@@ -240,8 +240,8 @@ interface Target {
 }
 
 const controlSamples: ControlMessage[] = [
-  { type: "hello", v: 1, role: "agent" },
-  { type: "hello", v: 1, role: "relay", identity: "agent-1" },
+  { type: "hello", v: 2, role: "agent" },
+  { type: "hello", v: 2, role: "relay", identity: "agent-1" },
   { type: "register", services: [{ name: "dns", protocol: "udp" }] },
   { type: "registered", services: ["dns"], rejected: [{ name: "x", reason: "forbidden" }] },
   { type: "deregister" },

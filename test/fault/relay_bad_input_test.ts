@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { type CloseInfo, connectQuic, type QuicConnection } from "../../shared/quic/mod.ts";
+import { PROTOCOL_VERSION } from "../../shared/protocol/control.ts";
 import { readTlsFiles } from "../../shared/tls_files.ts";
 import { metric, portOf, scrape, udpClient } from "../_support/harness.ts";
 import { startTunnel } from "../_support/trio.ts";
@@ -43,7 +44,7 @@ Deno.test("relay: malformed control frames and random packets are rejected, coun
   };
   try {
     await echo("before");
-    const hello = enc.encode(JSON.stringify({ type: "hello", v: 1, role: "agent" }));
+    const hello = enc.encode(JSON.stringify({ type: "hello", v: PROTOCOL_VERSION, role: "agent" }));
     const cases: [string, Uint8Array, string][] = [
       ["not JSON", frame(enc.encode("{not json")), "malformed_json"],
       ["oversized length prefix", frame(enc.encode("{}"), 10_000_000), "oversized_frame"],
@@ -53,6 +54,12 @@ Deno.test("relay: malformed control frames and random packets are rejected, coun
         "invalid_message",
       ],
       ["unknown message type", frame(enc.encode('{"type":"teleport"}')), "invalid_message"],
+      // A peer of protocol v1 (flows through the relay, no end-to-end sessions) is refused.
+      [
+        "an old peer's hello",
+        frame(enc.encode('{"type":"hello","v":1,"role":"agent"}')),
+        "unsupported_version",
+      ],
       [
         "open before hello",
         frame(enc.encode('{"type":"open","id":1,"service":"echo","protocol":"udp"}')),
