@@ -202,6 +202,8 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
     id: string,
   ): void {
     const entry = { up: false, retired: false, moving: 0, relay } as Entry;
+    /** The handshake's failure was already counted under a more precise reason. */
+    let counted = false;
     const carried = carryFlows(
       (connection) =>
         openE2eSession({
@@ -212,11 +214,20 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
           handlers: connection,
           onHandlerError: options.onHandlerError,
           onIdentityMismatch(presented) {
+            counted = true;
             metrics.sessionRefusals.inc({ reason: "identity_mismatch" });
             logger.warn("end-to-end session refused: peer is not the announced connector", {
               announced: message.connector,
               presented,
             });
+            // The close takes a few round trips; what waits for the session is refused now.
+            for (const service of message.services) {
+              options.onRefused(
+                service,
+                "forbidden",
+                "the connector's identity is not the announced one",
+              );
+            }
           },
           onPathDead: () => pathDead(entry),
           onPathSwitch(from, to, cause) {
@@ -251,11 +262,15 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
           if (up) {
             metrics.sessionsActive.dec();
             logger.info("end-to-end session ended", { connector: entry.connector, reason });
-          } else {
-            metrics.sessionRefusals.inc({ reason: "handshake_failed" });
-            logger.warn("end-to-end handshake failed", { connector: entry.connector, reason });
+            handlers.onDown(flows, reason, up);
+            return;
           }
-          handlers.onDown(flows, reason, up);
+          if (!counted) metrics.sessionRefusals.inc({ reason: "handshake_failed" });
+          logger.warn("end-to-end handshake failed", { connector: entry.connector, reason });
+          // What waited for this session is refused now, not at its hold's end.
+          for (const service of entry.services) {
+            options.onRefused(service, "unavailable", `end-to-end session failed: ${reason}`);
+          }
         },
       },
     )!;
@@ -271,6 +286,7 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
     channels.set(message.channel, { entry, path });
     entry.timer = setTimeout(() => {
       if (entry.up) return;
+      counted = true;
       metrics.sessionRefusals.inc({ reason: "handshake_timeout" });
       entry.e2e.conn.close(CloseCode.GOING_AWAY, "handshake timeout");
     }, options.openTimeoutMs);

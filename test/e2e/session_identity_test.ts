@@ -1,0 +1,270 @@
+/**
+ * End-to-end sessions against hostile peers, with a real relay and real connector or agent:
+ * an agent whose certificate is not the identity the relay announced, a connector presenting
+ * another identity than the one the agent was told, a handshake that never finishes, and a
+ * flood of session opens. Each is refused, counted and logged on the refusing side, and the
+ * product's own flows carry on.
+ */
+import assert from "node:assert/strict";
+import type { ControlMessage } from "../../shared/protocol/control.ts";
+import { ChannelPacketType, readChannelId } from "../../shared/protocol/channel_packet.ts";
+import {
+  acceptE2eSession,
+  type E2eSession,
+  openE2eSession,
+  type SessionPath,
+} from "../../shared/quic/e2e_session.ts";
+import { udpTarget } from "../../shared/quic/udp_socket.ts";
+import { readTlsFiles } from "../../shared/tls_files.ts";
+import { closePeers, dialPeer, type Peer } from "../_support/attack_client.ts";
+import { metric, portOf, scrape, startEchoService, udpClient } from "../_support/harness.ts";
+import { echoTcp, startTcpServer, withTimeout } from "../_support/tcp_util.ts";
+import { startTrio, type Trio } from "../_support/trio.ts";
+import { waitFor } from "../_support/wait.ts";
+
+const isType =
+  <T extends ControlMessage["type"]>(type: T) =>
+  (m: ControlMessage): m is ControlMessage & { type: T } => m.type === type;
+
+const sessionId = () => crypto.randomUUID().replaceAll("-", "");
+
+/** A relay, connector-1 serving `echo` (UDP) and `vault` (TCP), and agent-1's process. */
+async function startStage(extra: { relay?: Record<string, unknown> } = {}): Promise<
+  { trio: Trio; stop(): Promise<void> }
+> {
+  const echo = await startEchoService();
+  const vault = startTcpServer(echoTcp);
+  const trio = await startTrio({
+    backends: { echo: `udp://127.0.0.1:${echo.port}`, vault: `tcp://127.0.0.1:${vault.port}` },
+    forwards: [
+      { listen: "udp://127.0.0.1:0", service: "echo" },
+      { listen: "tcp://127.0.0.1:0", service: "vault" },
+    ],
+    agents: ["agent-1", "agent-2"],
+    extraClients: ["connector-2", "connector-3"],
+    processes: [echo.proc],
+    cleanups: [() => vault.close()],
+    ...extra,
+  });
+  return {
+    trio,
+    async stop() {
+      await closePeers();
+      await trio.stop();
+    },
+  };
+}
+
+/** Asks the relay through `peer` for a channel to `service`; returns the agent's path. */
+async function openChannel(peer: Peer, port: number, service: string): Promise<SessionPath> {
+  const id = Math.floor(Math.random() * 1e9);
+  peer.send({ type: "session_open", id, service, session: sessionId() });
+  const opened = await peer.next(
+    (m): m is ControlMessage & { type: "session_opened" } =>
+      m.type === "session_opened" && m.id === id,
+  );
+  return {
+    label: `relay ${port}`,
+    socket: peer.conn.socket,
+    target: udpTarget("127.0.0.1", port),
+    channel: opened.channel,
+  };
+}
+
+/** A UDP echo through the agent's forward still works. */
+async function agentStillServes(trio: Trio): Promise<void> {
+  const client = udpClient();
+  try {
+    await client.send(new Uint8Array([7]), portOf(trio.listen[0]));
+    assert.deepEqual(await client.receive(5000), new Uint8Array([7]), "agent-1's own flow");
+  } finally {
+    client.close();
+  }
+}
+
+Deno.test("e2e identity: an agent whose certificate is not the identity the relay announced is refused by the connector", async () => {
+  const stage = await startStage();
+  const { trio } = stage;
+  const port = portOf(trio.relayAddress);
+  let session: E2eSession | undefined;
+  let path: SessionPath | undefined;
+  try {
+    // The relay knows this connection as agent-2; the session presents agent-1's certificate.
+    const peer = await dialPeer({
+      relayPort: port,
+      tls: trio.pki.tls("agent-2"),
+      onChannelPacket(packet) {
+        if (session === undefined || path === undefined) return;
+        if (packet[0] === ChannelPacketType.PONG) session.pong(packet, path);
+        else session.receive(packet, path);
+      },
+    });
+    path = await openChannel(peer, port, "vault");
+    let closedCode: number | undefined;
+    session = openE2eSession({
+      tls: readTlsFiles(trio.pki.tls("agent-1")),
+      expectedPeer: "connector-1",
+      path,
+      handlers: { onClosed: (info) => void (closedCode = info.peer?.code) },
+    });
+    const connectorMetrics = String(trio.connector.ready.metrics);
+    await waitFor(
+      "the mismatch counted at the connector",
+      async () =>
+        metric(
+          await scrape(connectorMetrics),
+          'ztna_connector_session_refusals_total{reason="identity_mismatch"}',
+        ) === 1,
+    );
+    const logged = await trio.connector.waitForLog((l) =>
+      l.msg === "end-to-end session refused: peer is not the announced agent"
+    );
+    assert.equal(logged.announced, "agent-2");
+    assert.equal(logged.presented, "agent-1");
+    await waitFor("the session closed FORBIDDEN", () => closedCode !== undefined);
+    assert.equal(closedCode, 2);
+    const samples = await scrape(connectorMetrics);
+    assert.equal(metric(samples, "ztna_connector_sessions_opened_total"), 0);
+    await agentStillServes(trio);
+  } finally {
+    session?.conn.close(0, "done");
+    await stage.stop();
+  }
+});
+
+Deno.test("e2e identity: a connector presenting another identity than the relay announced is refused by the agent", async () => {
+  const stage = await startStage({
+    relay: {
+      services: {
+        echo: { connectors: ["connector-1"], agents: ["agent-1"] },
+        // Only the test's connector-2 serves vault here.
+        vault: { connectors: ["connector-2"], agents: ["agent-1"] },
+      },
+    },
+  });
+  const { trio } = stage;
+  const port = portOf(trio.relayAddress);
+  const sessions: E2eSession[] = [];
+  try {
+    // connector-2 to the relay, but its end-to-end sessions present connector-3's certificate.
+    let path: SessionPath | undefined;
+    const fake: Peer = await dialPeer({
+      relayPort: port,
+      tls: trio.pki.tls("connector-2"),
+      role: "connector",
+      instance: "0badc0de0badc0de",
+      onChannelPacket(packet) {
+        if (path === undefined || readChannelId(packet) !== path.channel) return;
+        if (packet[0] !== ChannelPacketType.DATA) return;
+        for (const session of sessions) if (session.receive(packet, path)) return;
+        const accepted = acceptE2eSession(packet, {
+          tls: readTlsFiles(trio.pki.tls("connector-3")),
+          expectedPeer: "agent-1",
+          path,
+          handlers: {},
+        });
+        if (accepted !== null) sessions.push(accepted);
+      },
+    });
+    fake.send({ type: "register", services: [{ name: "vault", protocol: "tcp" }] });
+    await fake.next(isType("registered"));
+    // agent-1's process opens vault: the relay announces connector-2.
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: portOf(trio.listen[1]) });
+    const announced = await fake.next(isType("channel"));
+    assert.equal(announced.agent, "agent-1");
+    path = {
+      label: "relay",
+      socket: fake.conn.socket,
+      target: udpTarget("127.0.0.1", port),
+      channel: announced.channel,
+    };
+    fake.send({ type: "channel_ready", channel: announced.channel });
+    const agentMetrics = String(trio.agent.ready.metrics);
+    await waitFor(
+      "the mismatch counted at the agent",
+      async () =>
+        metric(
+          await scrape(agentMetrics),
+          'ztna_agent_session_refusals_total{reason="identity_mismatch"}',
+        ) >= 1,
+    );
+    const logged = await trio.agent.waitForLog((l) =>
+      l.msg === "end-to-end session refused: peer is not the announced connector"
+    );
+    assert.equal(logged.announced, "connector-2");
+    assert.equal(logged.presented, "connector-3");
+    // The local connection that asked for vault is refused, not left hanging.
+    const read = await withTimeout(
+      conn.read(new Uint8Array(8)).catch(() => null),
+      15_000,
+      "the refused connection to close",
+    );
+    assert.equal(read, null);
+    conn.close();
+    assert.equal(
+      metric(await scrape(agentMetrics), 'ztna_agent_flows_opened_total{protocol="tcp"}'),
+      0,
+    );
+    await agentStillServes(trio);
+  } finally {
+    for (const session of sessions) session.conn.close(0, "done");
+    await stage.stop();
+  }
+});
+
+Deno.test("e2e attacks: a handshake that never finishes is closed by the connector; a flood of session opens is capped", async () => {
+  const stage = await startStage();
+  const { trio } = stage;
+  const port = portOf(trio.relayAddress);
+  let session: E2eSession | undefined;
+  try {
+    // agent-2 sends its first flight and then ignores everything the connector answers.
+    const peer = await dialPeer({ relayPort: port, tls: trio.pki.tls("agent-2") });
+    const path = await openChannel(peer, port, "vault");
+    session = openE2eSession({
+      tls: readTlsFiles(trio.pki.tls("agent-2")),
+      expectedPeer: "connector-1",
+      path,
+      handlers: {},
+    });
+    const connectorMetrics = String(trio.connector.ready.metrics);
+    // The connector's deadline is 10 s; the wait is a hang guard beyond it.
+    await waitFor(
+      "the unfinished handshake closed",
+      async () =>
+        metric(
+          await scrape(connectorMetrics),
+          'ztna_connector_session_refusals_total{reason="handshake_timeout"}',
+        ) >= 1,
+      20_000,
+    );
+    session.conn.close(0, "done");
+
+    // A flood of session opens from one connection: channels are capped per connection.
+    const flooder = await dialPeer({ relayPort: port, tls: trio.pki.tls("agent-2") });
+    const FLOOD = 100;
+    for (let id = 1; id <= FLOOD; id++) {
+      flooder.send({ type: "session_open", id, service: "vault", session: sessionId() });
+    }
+    const answered = () =>
+      flooder.messages.filter((m) => m.type === "session_opened" || m.type === "refused");
+    await waitFor("every open answered", () => answered().length === FLOOD, 20_000);
+    const opened = answered().filter((m) => m.type === "session_opened").length;
+    const limited = answered().filter((m) => m.type === "refused" && m.reason === "limit").length;
+    const relay = await scrape(String(trio.relay.ready.metrics));
+    console.log(
+      `e2e attacks: unfinished handshake closed by the connector; flood of ${FLOOD} session ` +
+        `opens: ${opened} channels, ${limited} refused (limit)`,
+    );
+    assert.equal(opened, 64, "limits.channels_per_connection");
+    assert.equal(limited, FLOOD - 64);
+    assert.equal(
+      metric(relay, 'ztna_relay_limit_hits_total{limit="channels_per_connection"}'),
+      FLOOD - 64,
+    );
+    await agentStillServes(trio);
+  } finally {
+    session?.conn.close(0, "done");
+    await stage.stop();
+  }
+});
