@@ -147,13 +147,14 @@ Deno.test("e2e identity: a connector presenting another identity than the relay 
   const sessions: E2eSession[] = [];
   try {
     // connector-2 to the relay, but its end-to-end sessions present connector-3's certificate.
-    let path: SessionPath | undefined;
+    const held: { path?: SessionPath } = {};
     const fake: Peer = await dialPeer({
       relayPort: port,
       tls: trio.pki.tls("connector-2"),
       role: "connector",
       instance: "0badc0de0badc0de",
       onChannelPacket(packet) {
+        const { path } = held;
         if (path === undefined || readChannelId(packet) !== path.channel) return;
         if (packet[0] !== ChannelPacketType.DATA) return;
         for (const session of sessions) if (session.receive(packet, path)) return;
@@ -172,7 +173,7 @@ Deno.test("e2e identity: a connector presenting another identity than the relay 
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: portOf(trio.listen[1]) });
     const announced = await fake.next(isType("channel"));
     assert.equal(announced.agent, "agent-1");
-    path = {
+    held.path = {
       label: "relay",
       socket: fake.conn.socket,
       target: udpTarget("127.0.0.1", port),
