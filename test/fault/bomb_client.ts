@@ -8,16 +8,27 @@
  * (a dial-everything-at-once burst only overflows the relay's socket buffer and then waits
  * out Initial retransmission backoff). Dials go round robin over the source addresses
  * 127.0.0.2 … 127.0.0.(SOURCES+1). Each connection says `hello`
- * as an agent, opens one UDP flow to SERVICE and sends one datagram on it. Prints JSON lines:
- * `ready`, then `bombed` with the counts once every connection has an answer, and holds the
- * connections until SIGTERM, which closes them all and prints `closed`.
+ * as an agent, opens one UDP flow to SERVICE and sends one datagram on it; a dial whose
+ * handshake fails is redialed like the real agent's (see `dial`). Prints JSON lines: `ready`,
+ * then `bombed` with the counts (and why any dial was redialed, open refused or connection
+ * failed) once every connection has an answer, and holds the connections until SIGTERM, which
+ * closes them all and prints `closed`.
  *
  * @module
  */
 import { CONTROL_STREAM_ID, createControlChannel } from "../../shared/control_channel.ts";
 import { PROTOCOL_VERSION } from "../../shared/protocol/control.ts";
-import { CloseCode, connectQuic, type QuicConnection } from "../../shared/quic/mod.ts";
+import {
+  CloseCode,
+  connectQuic,
+  describeClose,
+  type QuicConnection,
+} from "../../shared/quic/mod.ts";
+import { type Backoff, createBackoff } from "../../shared/backoff.ts";
 import { encodeWhole } from "../../shared/protocol/datagram.ts";
+
+/** Redials of one connection whose handshake failed, before the bomb counts it as failed. */
+const MAX_REDIALS = 3;
 
 if (import.meta.main) {
   const [port, cert, key, ca, countArg, sourcesArg, service, inflightArg] = Deno.args;
@@ -37,7 +48,12 @@ if (import.meta.main) {
   const sources = Number(sourcesArg);
   const conns: QuicConnection[] = [];
   const channels: ReturnType<typeof createControlChannel>[] = [];
-  const outcome = { established: 0, flows: 0, refused: 0, failed: 0, closed: 0 };
+  const outcome = { established: 0, flows: 0, refused: 0, failed: 0, redials: 0, closed: 0 };
+  /** Why dials were redialed, opens refused and connections failed: reason → count. */
+  const [redialed, refusals, failures]: Record<string, number>[] = [{}, {}, {}];
+  const tally = (into: Record<string, number>, why: string) => into[why] = (into[why] ?? 0) + 1;
+  /** Shortest and longest time from dial to close of a redialed dial (ms). */
+  const failedDialMs = [Infinity, 0];
   let answered = 0;
   const started = performance.now();
   console.log(JSON.stringify({ msg: "ready" }));
@@ -46,16 +62,17 @@ if (import.meta.main) {
     outcome[key]++;
     if (++answered === count) done.resolve();
   };
-  for (let i = 0; i < count; i++) {
-    while (pending >= inflight) {
-      slot = Promise.withResolvers<void>();
-      await slot.promise;
-    }
-    pending++;
-    let counted = false;
-    const once = () => {
-      if (!counted) (counted = true, settle());
-    };
+  /**
+   * Dials connection `i`, and dials it again when its handshake fails, like the real agent's
+   * relay link. The relay's per-IP handshake budget drops Initials that arrive over it;
+   * quiche then retransmits with doubling timeouts (1, 2, 4, 8 s), and one dropped four
+   * times is past its Retry token's lifetime (about 10 s) when it next tries: the relay
+   * answers INVALID_TOKEN (0x0b) and that dial is over. A real agent redials after a
+   * jittered backoff; so does the bomb, up to MAX_REDIALS times per connection, and counts
+   * it. A connection the relay closes after its handshake is not redialed: that is a failure.
+   */
+  const dial = (i: number, backoff: Backoff, once: () => void) => {
+    const dialed = performance.now();
     const conn = connectQuic({
       server: { host: "127.0.0.1", port: Number(port) },
       serverName: "localhost",
@@ -81,6 +98,7 @@ if (import.meta.main) {
         } else if (state === "open" && message.type === "refused") {
           state = "done";
           once();
+          tally(refusals, `${message.reason}: ${message.message}`);
           answer("refused");
         }
       },
@@ -99,14 +117,36 @@ if (import.meta.main) {
         if (id === CONTROL_STREAM_ID) channel.writable();
       },
       onDatagram() {},
-      onClosed() {
+      onClosed(info) {
         outcome.closed++;
-        once();
-        if (state !== "done") {
+        if (state === "done") return;
+        const why = `${state}: ${describeClose(info, "closed")}`;
+        if (state === "dialing" && backoff.attempt < MAX_REDIALS) {
           state = "done";
-          answer("failed");
+          outcome.redials++;
+          tally(redialed, why);
+          const took = Math.round(performance.now() - dialed);
+          failedDialMs[0] = Math.min(failedDialMs[0], took);
+          failedDialMs[1] = Math.max(failedDialMs[1], took);
+          setTimeout(() => dial(i, backoff, once), backoff.next());
+          return;
         }
+        state = "done";
+        once();
+        tally(failures, why);
+        answer("failed");
       },
+    });
+  };
+  for (let i = 0; i < count; i++) {
+    while (pending >= inflight) {
+      slot = Promise.withResolvers<void>();
+      await slot.promise;
+    }
+    pending++;
+    let counted = false;
+    dial(i, createBackoff(), () => {
+      if (!counted) (counted = true, settle());
     });
   }
   // Like a real agent, every connection pings at a third of the (default 30 s) idle timeout,
@@ -121,6 +161,10 @@ if (import.meta.main) {
     msg: "bombed",
     ...outcome,
     ms: Math.round(performance.now() - started),
+    redialed,
+    ...(outcome.redials > 0 ? { redialed_after_ms: failedDialMs } : {}),
+    refusals,
+    failures,
   }));
   const closing = Promise.withResolvers<void>();
   Deno.addSignalListener("SIGTERM", () => closing.resolve());
