@@ -73,7 +73,7 @@ Deno.test("fault: 10 s black-hole of the relay path; silence detects it, links a
         `stream sent ${report.sent}, echoed ${report.received}; after resuming ` +
         `${echoedAfter}/${sentAfter} echoed`,
     );
-    assert.match(String(agentLost.reason), /^idle timeout$|\(path keepalives unanswered\)$/);
+    assert.match(String(agentLost.reason), /^idle timeout$|\(path keepalives unanswered\)\)$/);
     assert.equal(connectorLost.reason, "idle timeout", "the connector noticed by the idle timeout");
     for (const [who, lostAt] of [["agent", agentLost], ["connector", connectorLost]] as const) {
       assert.ok(lostAt.duringBlackhole, `${who} noticed while the path was still cut`);
