@@ -84,7 +84,6 @@ interface Entry {
   relay: RelaySession | null;
   /** A move in progress (its request id), so that a dead path asks only once. */
   moving: number;
-  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 interface Request {
@@ -202,56 +201,24 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
     id: string,
   ): void {
     const entry = { up: false, retired: false, moving: 0, relay } as Entry;
-    /** The handshake's failure was already counted under a more precise reason. */
-    let counted = false;
     const carried = carryFlows(
-      (connection) =>
+      (hooks) =>
         openE2eSession({
+          ...hooks,
           tls: options.tls(),
           expectedPeer: message.connector,
           path,
           idleTimeoutMs: options.idleTimeoutMs,
-          handlers: connection,
           onHandlerError: options.onHandlerError,
-          onIdentityMismatch(presented) {
-            counted = true;
-            metrics.sessionRefusals.inc({ reason: "identity_mismatch" });
-            logger.warn("end-to-end session refused: peer is not the announced connector", {
-              announced: message.connector,
-              presented,
-            });
-            // The close takes a few round trips; what waits for the session is refused now.
-            for (const service of message.services) {
-              options.onRefused(
-                service,
-                "forbidden",
-                "the connector's identity is not the announced one",
-              );
-            }
-          },
           onPathDead: () => pathDead(entry),
-          onPathSwitch(from, to, cause) {
-            metrics.pathSwitches.inc({ cause });
-            logger.info("end-to-end session moved", {
-              connector: message.connector,
-              from: from?.label ?? null,
-              to: to.label,
-              cause,
-            });
-          },
         }),
       {
         ...handlers,
         onUp(flows) {
           entry.up = true;
-          clearTimeout(entry.timer);
-          metrics.sessionsOpened.inc();
-          metrics.sessionsActive.inc();
-          logger.info("end-to-end session up", { connector: entry.connector, relay: flows.relay });
           handlers.onUp(flows);
         },
         onDown(flows, reason, up) {
-          clearTimeout(entry.timer);
           entries.delete(entry);
           for (const [id, carried] of [...channels]) {
             if (carried.entry !== entry) continue;
@@ -259,18 +226,17 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
             // The relay frees the channel (and records its totals) now, not when we leave.
             relay?.send({ type: "channel_closed", channel: id, reason: "session ended" });
           }
-          if (up) {
-            metrics.sessionsActive.dec();
-            logger.info("end-to-end session ended", { connector: entry.connector, reason });
-            handlers.onDown(flows, reason, up);
-            return;
-          }
-          if (!counted) metrics.sessionRefusals.inc({ reason: "handshake_failed" });
-          logger.warn("end-to-end handshake failed", { connector: entry.connector, reason });
-          // What waited for this session is refused now, not at its hold's end.
-          for (const service of entry.services) {
-            options.onRefused(service, "unavailable", `end-to-end session failed: ${reason}`);
-          }
+          handlers.onDown(flows, reason, up);
+        },
+      },
+      {
+        metrics,
+        logger,
+        peer: { role: "connector", identity: message.connector },
+        handshakeTimeoutMs: options.openTimeoutMs,
+        // What waited for this session is refused now, not at its hold's end.
+        onFailed(reason, refusal) {
+          for (const service of message.services) options.onRefused(service, refusal, reason);
         },
       },
     )!;
@@ -284,12 +250,6 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
     });
     entries.add(entry);
     channels.set(message.channel, { entry, path });
-    entry.timer = setTimeout(() => {
-      if (entry.up) return;
-      counted = true;
-      metrics.sessionRefusals.inc({ reason: "handshake_timeout" });
-      entry.e2e.conn.close(CloseCode.GOING_AWAY, "handshake timeout");
-    }, options.openTimeoutMs);
   }
 
   /**

@@ -21,7 +21,7 @@ import {
 } from "../shared/protocol/channel_packet.ts";
 import { carryFlows, type FlowSession, type FlowSessionHandlers } from "../shared/flow_session.ts";
 import { acceptE2eSession, type E2eSession, type SessionPath } from "../shared/quic/e2e_session.ts";
-import { CloseCode, type HandlerErrorReporter, type TlsMaterial } from "../shared/quic/mod.ts";
+import type { HandlerErrorReporter, TlsMaterial } from "../shared/quic/mod.ts";
 import type { RelaySession } from "../shared/relay_link.ts";
 import type { EdgeMetrics } from "../shared/ops/edge_metrics.ts";
 
@@ -77,7 +77,6 @@ interface Entry {
   e2e: E2eSession | null;
   flows: FlowSession | null;
   up: boolean;
-  deadline: ReturnType<typeof setTimeout> | undefined;
 }
 
 /**
@@ -120,55 +119,37 @@ export function createConnectorSessions(options: ConnectorSessionsOptions): Conn
       metrics.sessionRefusals.inc({ reason: "limit" });
       return;
     }
-    /** The refusal was already counted under a more precise reason. */
-    let counted = false;
     const carried = carryFlows(
-      (connection) =>
+      (hooks) =>
         acceptE2eSession(packet, {
+          ...hooks,
           tls: options.tls(),
           expectedPeer: entry.agent,
           path: channel.path,
           idleTimeoutMs: options.idleTimeoutMs,
-          handlers: connection,
           onHandlerError: options.onHandlerError,
-          onIdentityMismatch(presented) {
-            counted = true;
-            metrics.sessionRefusals.inc({ reason: "identity_mismatch" });
-            logger.warn("end-to-end session refused: peer is not the announced agent", {
-              announced: entry.agent,
-              presented,
-              relay: channel.relay.relay,
-            });
-          },
-          onPathSwitch: (_from, _to, cause) => metrics.pathSwitches.inc({ cause }),
         }),
       {
         ...handlers,
         onUp(flows) {
           entry.up = true;
-          clearTimeout(entry.deadline);
           byFlows.set(flows, entry);
-          metrics.sessionsOpened.inc();
-          metrics.sessionsActive.inc();
-          logger.info("end-to-end session up", { agent: entry.agent, relay: flows.relay });
           handlers.onUp(flows);
         },
         onDown(flows, reason, up) {
-          clearTimeout(entry.deadline);
           byFlows.delete(flows);
           entry.e2e = null;
           entry.flows = null;
           entry.up = false;
           forgetIfIdle(entry);
-          if (up) {
-            metrics.sessionsActive.dec();
-            logger.info("end-to-end session ended", { agent: entry.agent, reason });
-            handlers.onDown(flows, reason, up);
-          } else if (!counted) {
-            metrics.sessionRefusals.inc({ reason: "handshake_failed" });
-            logger.warn("end-to-end handshake failed", { agent: entry.agent, reason });
-          }
+          if (up) handlers.onDown(flows, reason, up);
         },
+      },
+      {
+        metrics,
+        logger,
+        peer: { role: "agent", identity: entry.agent },
+        handshakeTimeoutMs: options.handshakeTimeoutMs,
       },
     );
     if (carried === null) {
@@ -177,13 +158,6 @@ export function createConnectorSessions(options: ConnectorSessionsOptions): Conn
     }
     entry.e2e = carried.e2e;
     entry.flows = carried.flows;
-    // A handshake that never finishes holds a session slot of that agent: bounded in time.
-    entry.deadline = setTimeout(() => {
-      if (entry.up || entry.e2e !== carried.e2e) return;
-      counted = true;
-      metrics.sessionRefusals.inc({ reason: "handshake_timeout" });
-      carried.e2e.conn.close(CloseCode.GOING_AWAY, "handshake timeout");
-    }, options.handshakeTimeoutMs);
   }
 
   return {
@@ -220,7 +194,6 @@ export function createConnectorSessions(options: ConnectorSessionsOptions): Conn
           e2e: null,
           flows: null,
           up: false,
-          deadline: undefined,
         };
         entries.set(key, entry);
       }
