@@ -200,7 +200,7 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     }
     // The open's trace starts with the first packet that needs it, held or not.
     client.span ??= startOpenSpan(deps.tracer, forward.service, "udp", localOf(client));
-    const carrier = sessionFor(forward.service);
+    const carrier = sessionFor(forward.service, client.span.traceparent);
     if (typeof carrier === "string") {
       // Held while the session opens, or for the relay (start-up, reconnect) for up to
       // connect_hold_ms; see the sweeper.
@@ -435,8 +435,8 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
       tcp.refuseWaiting(service, reason, text);
     },
   });
-  const sessionFor = (service: string): SessionState =>
-    relayCarried ? session ?? "no_relay" : sessions.sessionFor(service);
+  const sessionFor = (service: string, traceparent?: string): SessionState =>
+    relayCarried ? session ?? "no_relay" : sessions.sessionFor(service, traceparent);
 
   /** Clients with payloads queued and no open asked for yet (waiting for a session). */
   function waitingClients(): ClientFlow[] {

@@ -50,7 +50,7 @@ export interface AgentSessions {
    * The established session that carries `service`, or why there is none: `opening` (one is
    * being opened; `onUp` follows) or `no_relay` (no relay connection to ask through).
    */
-  sessionFor(service: string): SessionState;
+  sessionFor(service: string, traceparent?: string): SessionState;
   /** A relay connection came up: sessions carried elsewhere move to it. */
   relayUp(relay: RelaySession): void;
   /** The relay connection ended (`cause`: why, for the path switch it leads to). */
@@ -118,7 +118,12 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
   let lostCause: PathSwitchCause = "relay_closed";
   let nextRequest = 1;
 
-  function request(service: string, cause: PathSwitchCause, entry?: Entry): void {
+  function request(
+    service: string,
+    cause: PathSwitchCause,
+    entry?: Entry,
+    traceparent?: string,
+  ): void {
     if (relay === null) return;
     const id = nextRequest++;
     const via = relay;
@@ -143,6 +148,7 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
       service,
       session,
       ...(entry === undefined ? {} : { connector: entry.instance }),
+      ...(traceparent === undefined ? {} : { traceparent }),
     });
   }
 
@@ -275,13 +281,13 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
   }
 
   return {
-    sessionFor(service) {
+    sessionFor(service, traceparent) {
       for (const entry of entries) {
         if (entry.up && !entry.retired && entry.services.has(service)) return entry.flows;
       }
       if (relay === null) return "no_relay";
       for (const entry of entries) if (!entry.up && entry.services.has(service)) return "opening";
-      if (!opening.has(service)) request(service, "opened");
+      if (!opening.has(service)) request(service, "opened", undefined, traceparent);
       return "opening";
     },
     relayUp(up) {

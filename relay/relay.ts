@@ -890,15 +890,34 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   function openChannel(agent: Session, message: SessionOpenMessage): void {
     const { id, service } = message;
     const rule = policy.ruleFor("agent", service);
+    // The flow setup that needed this session continues its trace here (docs/OPERATIONS.md).
+    const span = deps.tracer.start("relay.session_open", {
+      parent: message.traceparent,
+      attributes: { "ztna.service": service, "ztna.agent": agent.identity },
+    });
     const refuseChannel = (reason: RefusedReason, text: string) => {
       metrics.flowRefusals.inc({ reason });
-      audit("flow_refused", { ...agentFields(agent), service, reason, detail: text, rule });
+      audit("flow_refused", {
+        ...agentFields(agent),
+        service,
+        reason,
+        detail: text,
+        rule,
+        ...span.logFields,
+      });
+      span.end(reason);
       agent.channel.send({ type: "refused", id, reason, message: text });
     };
     if (draining) return refuseChannel("draining", "relay is draining; reconnect elsewhere");
-    if (!policy.mayOpen(agent.identity, service)) {
+    const started = performance.now();
+    const policySpan = span.child("relay.policy_decision", { "ztna.rule": rule });
+    const allowed = policy.mayOpen(agent.identity, service);
+    metrics.policyDecision.observe((performance.now() - started) / 1000);
+    policySpan.set({ "ztna.allowed": allowed });
+    policySpan.end(allowed ? undefined : "forbidden");
+    if (!allowed) {
       metrics.authFailures.inc({ reason: "open_forbidden" });
-      agent.log.warn("session refused by policy", { service });
+      agent.log.warn("session refused by policy", { service, ...span.logFields });
       return refuseChannel(
         "forbidden",
         `identity "${agent.identity}" may not use service "${service}"`,
@@ -908,8 +927,11 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     const usable = (s: Session) =>
       !s.retiring && s.instance !== undefined &&
       (message.connector === undefined || s.instance === message.connector);
+    const choiceSpan = span.child("relay.connector_choice");
     const connector = registry.pick(service, "tcp", usable) ??
       registry.pick(service, "udp", usable);
+    choiceSpan.set({ "ztna.connector": connector?.identity ?? "" });
+    choiceSpan.end(connector === undefined ? "no connector" : undefined);
     if (connector === undefined) {
       return refuseChannel(
         registry.has(service) ? "unavailable" : "unknown_service",
@@ -926,7 +948,11 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
       }
       channel = channels.open(agent, connector, message.session, grantFor(agent, connector));
       metrics.channelsOpened.inc({ service });
-      agent.log.info("channel opened", { service, connector: connector.identity });
+      agent.log.info("channel opened", {
+        service,
+        connector: connector.identity,
+        ...span.logFields,
+      });
       const fields = { ...flowFields(agent, connector, rule), channel: channel.agent.id };
       channelRecords.set(channel, { fields, since: Date.now() });
       audit("channel_open", {
@@ -934,8 +960,11 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         service,
         services: [...channel.services],
         session: message.session,
+        ...span.logFields,
       });
     } else channel.services = new Set(grantFor(agent, connector));
+    span.set({ "ztna.connector": connector.identity });
+    span.end();
     const waits = channelWaits.get(channel) ?? [];
     channelWaits.set(channel, waits);
     const opened = channel;

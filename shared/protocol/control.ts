@@ -140,6 +140,8 @@ export const sessionOpenSchema = z.strictObject({
   service: serviceNameSchema,
   session: sessionIdSchema,
   connector: z.string().regex(/^[0-9a-f]{8,64}$/).optional(),
+  /** W3C `traceparent` of the flow setup that needed the session, as in `open`. */
+  traceparent: traceparentSchema.optional(),
 });
 /**
  * `session_opened`: the relay's answer to `session_open`: the agent's channel id, the

@@ -1,8 +1,10 @@
 /**
  * Traces across the three hops, exported by Deno's built-in OpenTelemetry to an OTLP/HTTP
- * receiver this test runs on 127.0.0.1: one flow setup (UDP, then TCP) yields spans from
- * agent, relay and connector that share one trace id, linked parent to child through the
- * `traceparent` of the open messages; the log lines of that setup carry the trace id.
+ * receiver this test runs on 127.0.0.1: the first flow setup (UDP) yields spans from agent,
+ * relay (its session open: policy decision, connector choice) and connector that share one
+ * trace id, linked parent to child through the `traceparent` of `session_open` and `open`;
+ * the next one (TCP) rides the same end-to-end session, agent to connector; the log lines of
+ * a setup carry its trace id.
  */
 import assert from "node:assert/strict";
 import type { Component } from "../../tools/permissions.ts";
@@ -53,49 +55,47 @@ Deno.test("trace: one flow setup exports linked spans from agent, relay and conn
         );
       return {
         agent,
-        relay: await trace("relay.flow_open"),
-        policy: await trace("relay.policy_decision"),
-        choice: await trace("relay.connector_choice"),
         connector: await trace("connector.backend_connect"),
+        trace,
       };
     };
-    const checkChain = (spans: Record<string, ReceivedSpan>, protocol: string) => {
-      const { agent, relay, policy, choice, connector } = spans;
+    const checkChain = (
+      spans: { agent: ReceivedSpan; connector: ReceivedSpan },
+      protocol: string,
+    ) => {
+      const { agent, connector } = spans;
       assert.equal(agent.parentSpanId, "", "the agent's span is the root");
       assert.equal(agent.scope, "ztna-edge/agent");
       assert.equal(agent.service, "ztna-agent");
-      assert.equal(relay.parentSpanId, agent.spanId, "relay under agent");
-      assert.equal(relay.service, "ztna-relay");
-      assert.equal(policy.parentSpanId, relay.spanId, "policy decision under the relay's open");
-      assert.equal(choice.parentSpanId, relay.spanId, "connector choice under the relay's open");
-      assert.equal(connector.parentSpanId, relay.spanId, "connector under relay");
+      // The flow opens inside the end-to-end session, between agent and connector.
+      assert.equal(connector.parentSpanId, agent.spanId, "connector under agent");
       assert.equal(connector.service, "ztna-connector");
-      for (const span of [relay, policy, choice, connector]) {
-        assert.equal(span.traceId, agent.traceId);
-      }
-      assert.equal(relay.attributes["ztna.agent"], "agent-1");
-      assert.equal(
-        policy.attributes["ztna.rule"],
-        `services.${protocol === "udp" ? "echo" : "tcpecho"}.agents`,
-      );
-      assert.equal(policy.attributes["ztna.allowed"], true);
-      assert.equal(choice.attributes["ztna.connector"], "connector-1");
+      assert.equal(connector.traceId, agent.traceId);
       assert.equal(connector.attributes["ztna.protocol"], protocol);
     };
     const udp = await chain("udp");
     checkChain(udp, "udp");
+    // That first flow needed the session: the relay's decision joins its trace.
+    const relay = await udp.trace("relay.session_open");
+    const policy = await udp.trace("relay.policy_decision");
+    const choice = await udp.trace("relay.connector_choice");
+    assert.equal(relay.parentSpanId, udp.agent.spanId, "relay under agent");
+    assert.equal(relay.service, "ztna-relay");
+    assert.equal(relay.attributes["ztna.agent"], "agent-1");
+    assert.equal(policy.parentSpanId, relay.spanId, "policy decision under the session open");
+    assert.equal(choice.parentSpanId, relay.spanId, "connector choice under the session open");
+    assert.equal(policy.attributes["ztna.rule"], "services.echo.agents");
+    assert.equal(policy.attributes["ztna.allowed"], true);
+    assert.equal(choice.attributes["ztna.connector"], "connector-1");
 
-    // The log lines of that setup carry its trace id, at every hop.
     const traceId = udp.agent.traceId;
-    for (const proc of [trio.agent, trio.relay, trio.connector]) {
+    for (const proc of [trio.agent, trio.connector]) {
       const line = await proc.waitForLog((l) => l.msg === "flow opened" && l.trace_id === traceId);
       assert.match(String(line.span_id), /^[0-9a-f]{16}$/);
     }
-    // The audit record of the flow's open names the trace too.
-    const open = trio.relay.logs.find((l) => l.audit === "flow_open" && l.protocol === "udp");
+    await trio.relay.waitForLog((l) => l.msg === "channel opened" && l.trace_id === traceId);
+    const open = trio.relay.logs.find((l) => l.audit === "channel_open");
     assert.equal(open?.trace_id, traceId);
-
-    // TCP: the same chain through the stream `open` headers.
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: portOf(trio.listen[1]) });
     await writeAll(conn, new TextEncoder().encode("hello"));
     await conn.closeWrite();
