@@ -306,7 +306,12 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
         if (pending.entry === undefined) opening.delete(pending.service);
         else pending.entry.moving = 0;
       }
-      for (const entry of entries) if (entry.relay === down) entry.relay = null;
+      for (const entry of entries) {
+        if (entry.relay !== down) continue;
+        entry.relay = null;
+        // Its socket is closed: what the session sends waits (QUIC resends) for the next path.
+        entry.e2e.setPath(null, cause);
+      }
     },
     message(from, message) {
       switch (message.type) {

@@ -172,6 +172,8 @@ export interface BenchTunnelOptions {
   forwards: { listen: string; service: string }[];
   /** Extra relay `limits` (merged over the defaults). */
   limits?: Record<string, number>;
+  /** Extra connector `limits` (merged over the defaults). */
+  connectorLimits?: Record<string, number>;
   /** Relay listen address (default ephemeral). */
   relayListen?: string;
   /** Extra agent identities the policy allows (their certificates are created). */
@@ -207,7 +209,7 @@ export async function startBenchTunnel(options: BenchTunnelOptions): Promise<Ben
       udp,
       limits,
     },
-    connector: dialer,
+    connector: { ...dialer, limits: options.connectorLimits ?? {} },
     agent: dialer,
     start: (component, config) => startComponentWith(component, config, flags[component] ?? []),
     stopTimeoutMs: 8000,

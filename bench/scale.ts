@@ -3,6 +3,8 @@
  * the `hello` exchange, each opening a UDP flow and getting one datagram echoed) against one
  * relay, N = 100 → 2,000. Reports relay RSS per connection and per flow, handshakes per
  * second as seen by the clients, and relay CPU per handshake (its capacity on one core).
+ * Then every agent asks for `--channels-each` channels (`session_open`, default 2: 4,000
+ * channels at 2,000 agents) and the relay's RSS per channel and in all is reported.
  *
  * The agents are in-process clients built on the same `runRelayLink` the agent uses, so
  * 2,000 of them fit on this machine. The relay's per-IP handshake budget and per-identity
@@ -32,6 +34,9 @@ import { startUdpSink } from "./udp_sink.ts";
 const steps = (Deno.args.find((a) => a.startsWith("--steps="))?.slice(8) ?? "100,500,1000,2000")
   .split(",").map(Number);
 const CONCURRENT_DIALS = 64;
+const CHANNELS_EACH = Number(
+  Deno.args.find((a) => a.startsWith("--channels-each="))?.slice(16) ?? 2,
+);
 const EXTRA_FLOW_CONNECTIONS = 200;
 const EXTRA_FLOWS_EACH = 10;
 
@@ -47,6 +52,9 @@ const tunnel = await startBenchTunnel({
     // a burst of 2,000 opens gets the connector itself shed (LIMIT) by the relay.
     control_frames_per_second: 100_000,
   },
+  // Every client is agent-1: the connector's per-identity flow budget (1,024) would refuse
+  // the rest.
+  connectorLimits: { flows_per_agent: 100_000 },
 });
 
 /** One in-process agent: a relay link, its session and its flows. */
@@ -56,6 +64,7 @@ interface BenchAgent {
   flows: number[];
   echoed: number;
   nextRequest: number;
+  channels: number;
 }
 
 const stop = new AbortController();
@@ -76,6 +85,7 @@ function startAgent(): BenchAgent {
     flows: [],
     echoed: 0,
     nextRequest: 1,
+    channels: 0,
   };
   links.push(runRelayLink({
     relays: [{ host: relayHost, port: relayPort }],
@@ -97,6 +107,7 @@ function startAgent(): BenchAgent {
           agent.flows.push(message.flow);
           agent.datagrams?.send(message.flow, payload);
         }
+        if (message.type === "session_opened") agent.channels++;
       },
       onDatagram(_session, frame) {
         agent.datagrams?.receive(frame, () => agent.echoed++);
@@ -116,6 +127,7 @@ function openFlow(agent: BenchAgent): void {
 
 const rows: Record<string, unknown>[] = [];
 let flowRow: Record<string, unknown> | null = null;
+let channelRow: Record<string, unknown> | null = null;
 try {
   await sleep(1000);
   const baseRss = rssBytes(tunnel.relay.pid);
@@ -185,10 +197,48 @@ try {
     rss_per_flow_bytes: Math.round((rssBytes(tunnel.relay.pid) - rssBefore) / extra),
   };
   progress(flowRow);
+  // Channels: what end-to-end sessions cost the relay (and the connector announced to).
+  const channelsBefore = {
+    relay: rssBytes(tunnel.relay.pid),
+    connector: rssBytes(tunnel.connector.pid),
+  };
+  for (const agent of agents) {
+    for (let i = 0; i < CHANNELS_EACH; i++) {
+      agent.session?.send({
+        type: "session_open",
+        id: agent.nextRequest++,
+        service: "echo",
+        session: crypto.randomUUID().replaceAll("-", ""),
+      });
+    }
+  }
+  const channels = agents.length * CHANNELS_EACH;
+  await waitFor(
+    `${channels} channels`,
+    () => agents.every((a) => a.channels >= CHANNELS_EACH),
+    120_000,
+  );
+  await sleep(1500);
+  const relayRss = rssBytes(tunnel.relay.pid);
+  channelRow = {
+    agents: agents.length,
+    channels,
+    relay_rss_mib: Number((relayRss / 2 ** 20).toFixed(1)),
+    rss_per_channel_bytes: Math.round((relayRss - channelsBefore.relay) / channels),
+    connector_rss_per_channel_bytes: Math.round(
+      (rssBytes(tunnel.connector.pid) - channelsBefore.connector) / channels,
+    ),
+  };
+  progress(channelRow);
 } finally {
   stop.abort();
   await Promise.race([Promise.allSettled(links), sleep(15_000)]);
   await tunnel.stop();
   await echo.close();
 }
-await writeResult("scale", { rows, flows: flowRow, bench_rss_mib: rssBytes("self") / 2 ** 20 });
+await writeResult("scale", {
+  rows,
+  flows: flowRow,
+  channels: channelRow,
+  bench_rss_mib: rssBytes("self") / 2 ** 20,
+});
