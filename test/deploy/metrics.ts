@@ -42,6 +42,8 @@ export const EXPORTED_METRICS: Readonly<Record<string, readonly string[]>> = {
     "ztna_relay_service_packets_total",
     "ztna_relay_audit_records_total",
     "ztna_relay_audit_dropped_total",
+    "ztna_relay_channels_active",
+    "ztna_relay_channels_opened_total",
   ],
   connector: [
     "ztna_connector_relay_connections_active",
@@ -57,6 +59,8 @@ export const EXPORTED_METRICS: Readonly<Record<string, readonly string[]>> = {
     "ztna_connector_circuit_state",
     "ztna_connector_audit_records_total",
     "ztna_connector_audit_dropped_total",
+    "ztna_connector_sessions_active",
+    "ztna_connector_session_refusals_total",
   ],
   agent: [
     "ztna_agent_relay_connected",
@@ -68,6 +72,8 @@ export const EXPORTED_METRICS: Readonly<Record<string, readonly string[]>> = {
     "ztna_agent_flow_setup_seconds",
     "ztna_agent_audit_records_total",
     "ztna_agent_audit_dropped_total",
+    "ztna_agent_sessions_active",
+    "ztna_agent_path_switches_total",
   ],
   common: [
     "process_resident_memory_bytes",
