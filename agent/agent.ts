@@ -1,8 +1,9 @@
 /**
  * The agent: binds each configured local listen address, and for every local client
- * (source address) opens a flow to the forward's service through the relay, then carries
- * UDP payloads both ways. Several local applications can share one listen port: each
- * source address is its own flow.
+ * (source address) opens a flow to the forward's service, then carries UDP payloads both
+ * ways. Flows ride the end-to-end session to the service's connector (`sessions.ts`), which
+ * the relay only forwards; an agent without a certificate has its flows carried by the relay.
+ * Several local applications can share one listen port: each source address is its own flow.
  *
  * @module
  */
@@ -104,6 +105,15 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
   const ledger = createFlowLedger(deps.audit);
   let tls = deps.tls;
   const stop = new AbortController();
+  /**
+   * Flows ride end-to-end sessions to connectors, which need our certificate. An agent that
+   * authenticates with a token alone has none: its flows ride the relay connection, and the
+   * relay carries them itself (docs/SECURITY.md says what that costs).
+   */
+  const relayCarried = config.tls.cert === undefined;
+  if (relayCarried) {
+    logger.warn("no client certificate: flows ride the relay connection, not end-to-end sessions");
+  }
   /** The relay connection (control: session opens, service announcements). */
   let session: RelaySession | null = null;
   /** Each end-to-end session's UDP flow framing. */
@@ -239,6 +249,13 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
       case "opened": {
         const client = byRequest.get(message.id);
         if (client === undefined || client.session !== from) return;
+        // In a session the flow id is our request id, so ids are unique across sessions
+        // and one connector cannot take over another's flow (docs/PROTOCOL.md §7).
+        if (!relayCarried && message.flow !== message.id) {
+          metrics.drops.inc({ reason: "malformed" });
+          from.conn.close(CloseCode.PROTOCOL_VIOLATION, "opened with a flow id of its own");
+          return;
+        }
         byRequest.delete(message.id);
         client.flow = message.flow;
         byFlow.set(message.flow, client);
@@ -362,15 +379,6 @@ export function startAgent(config: AgentConfig, deps: AgentDeps): Agent {
     }
   }
 
-  /**
-   * Flows ride end-to-end sessions to connectors, which need our certificate. An agent that
-   * authenticates with a token alone has none: its flows ride the relay connection, and the
-   * relay carries them itself (docs/SECURITY.md says what that costs).
-   */
-  const relayCarried = config.tls.cert === undefined;
-  if (relayCarried) {
-    logger.warn("no client certificate: flows ride the relay connection, not end-to-end sessions");
-  }
   /** What each carrier of flows (an end-to-end session, or the relay connection) does. */
   const carriers: FlowSessionHandlers = {
     onUp(up) {

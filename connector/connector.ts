@@ -1,7 +1,9 @@
 /**
- * The connector: dials out to every relay of its list, registers its services, and for
- * each flow a relay opens, forwards UDP payloads between the tunnel and the backend.
- * Only the backend's own address may answer on a flow's socket (UDP source validation).
+ * The connector: dials out to every relay of its list, registers its services, accepts the
+ * end-to-end sessions agents open through relay channels (`sessions.ts`), and for each flow
+ * an agent opens in a session (or a relay opens for an agent without a certificate), forwards
+ * UDP payloads between the tunnel and the backend. Only the backend's own address may answer
+ * on a flow's socket (UDP source validation).
  *
  * @module
  */

@@ -5,7 +5,7 @@
  * relay announced; the relay holds no key for either, so it can neither read nor forge the
  * traffic.
  *
- * Each session keeps its current path alive with pings to the relay once a second; a path
+ * Each session keeps its current path alive with pings to the relay every 500 ms; a path
  * that has not answered for {@linkcode PATH_DEAD_MS} is reported dead, and the owner moves
  * the session to another relay's channel with {@linkcode E2eSession.setPath}. A packet
  * that authenticates on another path (the peer moved first) moves the session there.
