@@ -2,12 +2,14 @@
  * End-to-end sessions against hostile peers, with a real relay and real connector or agent:
  * an agent whose certificate is not the identity the relay announced, a connector presenting
  * another identity than the one the agent was told, a handshake that never finishes, and a
- * flood of session opens. Each is refused, counted and logged on the refusing side, and the
+ * flood of session opens, a connector that picks its own flow ids. Each is refused, counted
+ * and logged on the refusing side, and the
  * product's own flows carry on.
  */
 import assert from "node:assert/strict";
 import type { ControlMessage } from "../../shared/protocol/control.ts";
 import { ChannelPacketType, readChannelId } from "../../shared/protocol/channel_packet.ts";
+import { type ControlChannel, createControlChannel } from "../../shared/control_channel.ts";
 import {
   acceptE2eSession,
   type E2eSession,
@@ -266,6 +268,81 @@ Deno.test("e2e attacks: a handshake that never finishes is closed by the connect
     await agentStillServes(trio);
   } finally {
     session?.conn.close(0, "done");
+    await stage.stop();
+  }
+});
+
+Deno.test("e2e attacks: a connector that answers an open with a flow id of its own is cut off by the agent", async () => {
+  const stage = await startStage({
+    relay: {
+      services: {
+        // Only the test's connector-2 serves echo here; it speaks the session protocol itself.
+        echo: { connectors: ["connector-2"], agents: ["agent-1"] },
+        vault: { connectors: ["connector-1"], agents: ["agent-1"] },
+      },
+    },
+  });
+  const { trio } = stage;
+  const port = portOf(trio.relayAddress);
+  const sessions: E2eSession[] = [];
+  let closedCode: number | undefined;
+  try {
+    const held: { path?: SessionPath } = {};
+    const fake: Peer = await dialPeer({
+      relayPort: port,
+      tls: trio.pki.tls("connector-2"),
+      role: "connector",
+      instance: "0badc0de0badc0de",
+      onChannelPacket(packet) {
+        const { path } = held;
+        if (path === undefined || readChannelId(packet) !== path.channel) return;
+        if (packet[0] !== ChannelPacketType.DATA) return;
+        for (const session of sessions) if (session.receive(packet, path)) return;
+        let control: ControlChannel | undefined;
+        const accepted = acceptE2eSession(packet, {
+          tls: readTlsFiles(trio.pki.tls("connector-2")),
+          expectedPeer: "agent-1",
+          path,
+          handlers: {
+            onStreamReadable: (id) => id === 0 && control?.readable(),
+            onStreamWritable: (id) => id === 0 && control?.writable(),
+            onClosed: (info) => void (closedCode = info.peer?.code),
+          },
+        });
+        if (accepted === null) return;
+        sessions.push(accepted);
+        control = createControlChannel(accepted.conn, {
+          onMessage(message) {
+            if (message.type !== "open") return;
+            control!.send({ type: "opened", id: message.id, flow: message.id + 1000 });
+          },
+          onProtocolError() {},
+        });
+      },
+    });
+    fake.send({ type: "register", services: [{ name: "echo", protocol: "udp" }] });
+    await fake.next(isType("registered"));
+    const client = udpClient();
+    try {
+      await client.send(new Uint8Array([1]), portOf(trio.listen[0]));
+      const announced = await fake.next(isType("channel"));
+      held.path = {
+        label: "relay",
+        socket: fake.conn.socket,
+        target: udpTarget("127.0.0.1", port),
+        channel: announced.channel,
+      };
+      fake.send({ type: "channel_ready", channel: announced.channel });
+      await waitFor("the agent to close the session", () => closedCode !== undefined, 15_000);
+      assert.equal(closedCode, 1, "PROTOCOL_VIOLATION");
+      const samples = await scrape(String(trio.agent.ready.metrics));
+      assert.ok(metric(samples, 'ztna_agent_drops_total{reason="malformed"}') >= 1);
+      assert.equal(metric(samples, 'ztna_agent_flows_opened_total{protocol="udp"}'), 0);
+    } finally {
+      client.close();
+    }
+  } finally {
+    for (const session of sessions) session.conn.close(0, "done");
     await stage.stop();
   }
 });
