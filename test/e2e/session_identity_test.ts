@@ -3,8 +3,7 @@
  * an agent whose certificate is not the identity the relay announced, a connector presenting
  * another identity than the one the agent was told, a handshake that never finishes, and a
  * flood of session opens, a connector that picks its own flow ids. Each is refused, counted
- * and logged on the refusing side, and the
- * product's own flows carry on.
+ * and logged on the refusing side, and the product's own flows carry on.
  */
 import assert from "node:assert/strict";
 import type { ControlMessage } from "../../shared/protocol/control.ts";
@@ -298,23 +297,23 @@ Deno.test("e2e attacks: a connector that answers an open with a flow id of its o
         if (path === undefined || readChannelId(packet) !== path.channel) return;
         if (packet[0] !== ChannelPacketType.DATA) return;
         for (const session of sessions) if (session.receive(packet, path)) return;
-        let control: ControlChannel | undefined;
+        const wired: { control?: ControlChannel } = {};
         const accepted = acceptE2eSession(packet, {
           tls: readTlsFiles(trio.pki.tls("connector-2")),
           expectedPeer: "agent-1",
           path,
           handlers: {
-            onStreamReadable: (id) => id === 0 && control?.readable(),
-            onStreamWritable: (id) => id === 0 && control?.writable(),
+            onStreamReadable: (id) => id === 0 && wired.control?.readable(),
+            onStreamWritable: (id) => id === 0 && wired.control?.writable(),
             onClosed: (info) => void (closedCode = info.peer?.code),
           },
         });
         if (accepted === null) return;
         sessions.push(accepted);
-        control = createControlChannel(accepted.conn, {
+        wired.control = createControlChannel(accepted.conn, {
           onMessage(message) {
             if (message.type !== "open") return;
-            control!.send({ type: "opened", id: message.id, flow: message.id + 1000 });
+            wired.control!.send({ type: "opened", id: message.id, flow: message.id + 1000 });
           },
           onProtocolError() {},
         });
