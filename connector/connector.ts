@@ -517,6 +517,13 @@ export function startConnector(config: ConnectorConfig, deps: ConnectorDeps): Co
       span.end("relay session lost");
       return;
     }
+    // An agent names its flows in a session: an id in use would orphan that flow's socket.
+    if (state.flows.has(flowId)) {
+      limits.release(agent);
+      metrics.drops.inc({ reason: "duplicate_flow" });
+      refuseOpen(state, message, span, "unavailable", `flow ${flowId} is already open`);
+      return;
+    }
     const target = udpTarget(backendHost, url.port);
     const flow: BackendFlow = {
       id: flowId,

@@ -345,3 +345,57 @@ Deno.test("e2e attacks: a connector that answers an open with a flow id of its o
     await stage.stop();
   }
 });
+
+Deno.test("e2e attacks: an agent opening a flow id it already uses is refused; the first flow is intact", async () => {
+  const stage = await startStage();
+  const { trio } = stage;
+  const port = portOf(trio.relayAddress);
+  const wired: { session?: E2eSession; path?: SessionPath; control?: ControlChannel } = {};
+  const answers: ControlMessage[] = [];
+  try {
+    const peer = await dialPeer({
+      relayPort: port,
+      tls: trio.pki.tls("agent-2"),
+      onChannelPacket(packet) {
+        const { session, path } = wired;
+        if (session === undefined || path === undefined) return;
+        if (packet[0] === ChannelPacketType.PONG) session.pong(packet, path);
+        else session.receive(packet, path);
+      },
+    });
+    wired.path = await openChannel(peer, port, "echo");
+    let established = false;
+    wired.session = openE2eSession({
+      tls: readTlsFiles(trio.pki.tls("agent-2")),
+      expectedPeer: "connector-1",
+      path: wired.path,
+      handlers: {
+        onEstablished: () => void (established = true),
+        onStreamReadable: (id) => id === 0 && wired.control?.readable(),
+        onStreamWritable: (id) => id === 0 && wired.control?.writable(),
+      },
+    });
+    await waitFor("the session up", () => established);
+    wired.control = createControlChannel(wired.session.conn, {
+      onMessage: (message) => void answers.push(message),
+      onProtocolError() {},
+    });
+    const open = { type: "open", id: 7, service: "echo", protocol: "udp" } as const;
+    wired.control.send({ type: "hello", v: 2, role: "agent" });
+    wired.control.send(open);
+    await waitFor("the first open answered", () => answers.some((m) => m.type === "opened"));
+    wired.control.send(open);
+    await waitFor("the second open answered", () => answers.length === 2);
+    assert.equal(answers[1].type, "refused");
+    const samples = await scrape(String(trio.connector.ready.metrics));
+    assert.equal(metric(samples, 'ztna_connector_drops_total{reason="duplicate_flow"}'), 1);
+    assert.equal(
+      metric(samples, 'ztna_connector_flows_active{protocol="udp"}'),
+      1,
+      "the first flow",
+    );
+  } finally {
+    wired.session?.conn.close(0, "done");
+    await stage.stop();
+  }
+});
