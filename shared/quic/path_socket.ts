@@ -2,7 +2,7 @@
  * The socket an end-to-end session's QUIC connection writes to: every packet goes out as a
  * channel packet on the current **path** (a relay channel: the UDP socket of our connection
  * to that relay, the relay's address, and the channel id), and the path can change between
- * two packets without quiche noticing. quiche always sees the same two placeholder addresses,
+ * two packets without quiche noticing. quiche always sees the same two stand-in addresses,
  * so a move is not a QUIC migration: no path validation, no congestion reset, no new
  * connection id.
  *
@@ -36,7 +36,7 @@ export interface PathSocket extends UdpSocket {
 }
 
 /**
- * The placeholder addresses quiche is given for both ends of every end-to-end connection:
+ * The stand-in addresses quiche is given for both ends of every end-to-end connection:
  * constant, so that a change of path is invisible to it.
  */
 export const SESSION_CLIENT_ADDRESS: Deno.NetAddr = {
