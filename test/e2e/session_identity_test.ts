@@ -72,6 +72,58 @@ async function openChannel(peer: Peer, port: number, service: string): Promise<S
   };
 }
 
+/** A hand-driven connector: registered through the relay, it accepts sessions on its own. */
+interface FakeConnector {
+  /** Every session it accepted. */
+  sessions: E2eSession[];
+  /** Waits for the relay's `channel`, answers `channel_ready`; returns the announcement. */
+  takeChannel(): Promise<ControlMessage & { type: "channel" }>;
+}
+
+/**
+ * Dials the relay as connector-2 (instance `0badc0de0badc0de`) and registers `service`;
+ * each session's first packet goes to `accept` with the channel's path.
+ */
+async function fakeConnector(
+  trio: Trio,
+  service: { name: string; protocol: "udp" | "tcp" },
+  accept: (packet: Uint8Array, path: SessionPath) => E2eSession | null,
+): Promise<FakeConnector> {
+  const port = portOf(trio.relayAddress);
+  const sessions: E2eSession[] = [];
+  const held: { path?: SessionPath } = {};
+  const peer = await dialPeer({
+    relayPort: port,
+    tls: trio.pki.tls("connector-2"),
+    role: "connector",
+    instance: "0badc0de0badc0de",
+    onChannelPacket(packet) {
+      const { path } = held;
+      if (path === undefined || readChannelId(packet) !== path.channel) return;
+      if (packet[0] !== ChannelPacketType.DATA) return;
+      for (const session of sessions) if (session.receive(packet, path)) return;
+      const accepted = accept(packet, path);
+      if (accepted !== null) sessions.push(accepted);
+    },
+  });
+  peer.send({ type: "register", services: [service] });
+  await peer.next(isType("registered"));
+  return {
+    sessions,
+    async takeChannel() {
+      const announced = await peer.next(isType("channel"));
+      held.path = {
+        label: "relay",
+        socket: peer.conn.socket,
+        target: udpTarget("127.0.0.1", port),
+        channel: announced.channel,
+      };
+      peer.send({ type: "channel_ready", channel: announced.channel });
+      return announced;
+    },
+  };
+}
+
 /** A UDP echo through the agent's forward still works. */
 async function agentStillServes(trio: Trio): Promise<void> {
   const client = udpClient();
@@ -144,43 +196,24 @@ Deno.test("e2e identity: a connector presenting another identity than the relay 
     },
   });
   const { trio } = stage;
-  const port = portOf(trio.relayAddress);
-  const sessions: E2eSession[] = [];
+  let fake: FakeConnector | undefined;
   try {
     // connector-2 to the relay, but its end-to-end sessions present connector-3's certificate.
-    const held: { path?: SessionPath } = {};
-    const fake: Peer = await dialPeer({
-      relayPort: port,
-      tls: trio.pki.tls("connector-2"),
-      role: "connector",
-      instance: "0badc0de0badc0de",
-      onChannelPacket(packet) {
-        const { path } = held;
-        if (path === undefined || readChannelId(packet) !== path.channel) return;
-        if (packet[0] !== ChannelPacketType.DATA) return;
-        for (const session of sessions) if (session.receive(packet, path)) return;
-        const accepted = acceptE2eSession(packet, {
+    fake = await fakeConnector(
+      trio,
+      { name: "vault", protocol: "tcp" },
+      (packet, path) =>
+        acceptE2eSession(packet, {
           tls: readTlsFiles(trio.pki.tls("connector-3")),
           expectedPeer: "agent-1",
           path,
           handlers: {},
-        });
-        if (accepted !== null) sessions.push(accepted);
-      },
-    });
-    fake.send({ type: "register", services: [{ name: "vault", protocol: "tcp" }] });
-    await fake.next(isType("registered"));
+        }),
+    );
     // agent-1's process opens vault: the relay announces connector-2.
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: portOf(trio.listen[1]) });
-    const announced = await fake.next(isType("channel"));
+    const announced = await fake.takeChannel();
     assert.equal(announced.agent, "agent-1");
-    held.path = {
-      label: "relay",
-      socket: fake.conn.socket,
-      target: udpTarget("127.0.0.1", port),
-      channel: announced.channel,
-    };
-    fake.send({ type: "channel_ready", channel: announced.channel });
     const agentMetrics = String(trio.agent.ready.metrics);
     await waitFor(
       "the mismatch counted at the agent",
@@ -209,7 +242,7 @@ Deno.test("e2e identity: a connector presenting another identity than the relay 
     );
     await agentStillServes(trio);
   } finally {
-    for (const session of sessions) session.conn.close(0, "done");
+    for (const session of fake?.sessions ?? []) session.conn.close(0, "done");
     await stage.stop();
   }
 });
@@ -282,56 +315,35 @@ Deno.test("e2e attacks: a connector that answers an open with a flow id of its o
     },
   });
   const { trio } = stage;
-  const port = portOf(trio.relayAddress);
-  const sessions: E2eSession[] = [];
+  let fake: FakeConnector | undefined;
   let closedCode: number | undefined;
   try {
-    const held: { path?: SessionPath } = {};
-    const fake: Peer = await dialPeer({
-      relayPort: port,
-      tls: trio.pki.tls("connector-2"),
-      role: "connector",
-      instance: "0badc0de0badc0de",
-      onChannelPacket(packet) {
-        const { path } = held;
-        if (path === undefined || readChannelId(packet) !== path.channel) return;
-        if (packet[0] !== ChannelPacketType.DATA) return;
-        for (const session of sessions) if (session.receive(packet, path)) return;
-        const wired: { control?: ControlChannel } = {};
-        const accepted = acceptE2eSession(packet, {
-          tls: readTlsFiles(trio.pki.tls("connector-2")),
-          expectedPeer: "agent-1",
-          path,
-          handlers: {
-            onStreamReadable: (id) => id === 0 && wired.control?.readable(),
-            onStreamWritable: (id) => id === 0 && wired.control?.writable(),
-            onClosed: (info) => void (closedCode = info.peer?.code),
-          },
-        });
-        if (accepted === null) return;
-        sessions.push(accepted);
-        wired.control = createControlChannel(accepted.conn, {
-          onMessage(message) {
-            if (message.type !== "open") return;
-            wired.control!.send({ type: "opened", id: message.id, flow: message.id + 1000 });
-          },
-          onProtocolError() {},
-        });
-      },
+    fake = await fakeConnector(trio, { name: "echo", protocol: "udp" }, (packet, path) => {
+      const wired: { control?: ControlChannel } = {};
+      const accepted = acceptE2eSession(packet, {
+        tls: readTlsFiles(trio.pki.tls("connector-2")),
+        expectedPeer: "agent-1",
+        path,
+        handlers: {
+          onStreamReadable: (id) => id === 0 && wired.control?.readable(),
+          onStreamWritable: (id) => id === 0 && wired.control?.writable(),
+          onClosed: (info) => void (closedCode = info.peer?.code),
+        },
+      });
+      if (accepted === null) return null;
+      wired.control = createControlChannel(accepted.conn, {
+        onMessage(message) {
+          if (message.type !== "open") return;
+          wired.control!.send({ type: "opened", id: message.id, flow: message.id + 1000 });
+        },
+        onProtocolError() {},
+      });
+      return accepted;
     });
-    fake.send({ type: "register", services: [{ name: "echo", protocol: "udp" }] });
-    await fake.next(isType("registered"));
     const client = udpClient();
     try {
       await client.send(new Uint8Array([1]), portOf(trio.listen[0]));
-      const announced = await fake.next(isType("channel"));
-      held.path = {
-        label: "relay",
-        socket: fake.conn.socket,
-        target: udpTarget("127.0.0.1", port),
-        channel: announced.channel,
-      };
-      fake.send({ type: "channel_ready", channel: announced.channel });
+      await fake.takeChannel();
       await waitFor("the agent to close the session", () => closedCode !== undefined, 15_000);
       assert.equal(closedCode, 1, "PROTOCOL_VIOLATION");
       const samples = await scrape(String(trio.agent.ready.metrics));
@@ -341,7 +353,7 @@ Deno.test("e2e attacks: a connector that answers an open with a flow id of its o
       client.close();
     }
   } finally {
-    for (const session of sessions) session.conn.close(0, "done");
+    for (const session of fake?.sessions ?? []) session.conn.close(0, "done");
     await stage.stop();
   }
 });
