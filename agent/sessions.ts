@@ -7,7 +7,11 @@
  * @module
  */
 import type { Logger } from "../shared/log.ts";
-import type { ControlMessage, RefusedReason } from "../shared/protocol/control.ts";
+import {
+  type ControlMessage,
+  type RefusedReason,
+  SESSION_GONE,
+} from "../shared/protocol/control.ts";
 import {
   CHANNEL_HEADER_BYTES,
   ChannelPacketType,
@@ -331,6 +335,11 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
           if (carried === undefined || from !== relay) return true;
           channels.delete(message.channel);
           const { entry } = carried;
+          // The connector no longer has this session: it cannot move; it ends.
+          if (message.reason === SESSION_GONE) {
+            entry.e2e.conn.close(CloseCode.GOING_AWAY, "connector lost the session");
+            return true;
+          }
           // The relay took the channel away (policy, or the connector left it): ask again
           // once; a refusal then ends the session.
           if (entry.e2e.path === carried.path && entry.moving === 0) move(entry, "relay_closed");

@@ -23,6 +23,7 @@ import { carryFlows, type FlowSession, type FlowSessionHandlers } from "../share
 import { acceptE2eSession, type E2eSession, type SessionPath } from "../shared/quic/e2e_session.ts";
 import type { HandlerErrorReporter, TlsMaterial } from "../shared/quic/mod.ts";
 import type { RelaySession } from "../shared/relay_link.ts";
+import { SESSION_GONE } from "../shared/protocol/control.ts";
 import type { EdgeMetrics } from "../shared/ops/edge_metrics.ts";
 
 /** Options for {@linkcode createConnectorSessions}. */
@@ -154,6 +155,11 @@ export function createConnectorSessions(options: ConnectorSessionsOptions): Conn
     );
     if (carried === null) {
       metrics.sessionRefusals.inc({ reason: "not_initial" });
+      // Packets of a session we no longer have (it ended here, e.g. by idle timeout): the
+      // agent would wait for answers until its own timeout. Closing the channel with this
+      // reason tells it the session is gone, once.
+      dropChannel(channel);
+      channel.relay.send({ type: "channel_closed", channel: channel.id, reason: SESSION_GONE });
       return;
     }
     entry.e2e = carried.e2e;

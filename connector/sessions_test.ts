@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Registry } from "prom-client";
-import type { ControlMessage } from "../shared/protocol/control.ts";
+import { type ControlMessage, SESSION_GONE } from "../shared/protocol/control.ts";
 import { ChannelPacketType, writeChannelHeader } from "../shared/protocol/channel_packet.ts";
 import type { QuicConnection, TlsMaterial } from "../shared/quic/mod.ts";
 import { type UdpSocket, udpTarget } from "../shared/quic/udp_socket.ts";
@@ -82,23 +82,43 @@ Deno.test("connector sessions: hostile channel traffic is dropped and counted, n
   assert.equal(await count(packets, 'outcome="unknown_channel"'), 1, "a channel never announced");
   sessions.packet(relay, packet(9, 7, 10));
   assert.equal(await count(packets, 'outcome="malformed"'), 2, "an unknown type");
-  // A first DATA packet that is no QUIC Initial (too short, or garbage of Initial size).
-  sessions.packet(relay, packet(ChannelPacketType.DATA, 7, 100));
-  sessions.packet(relay, packet(ChannelPacketType.DATA, 7, 1300));
+  // A DATA packet that is no QUIC Initial on a channel without a session (too short, or
+  // garbage of Initial size): counted, and the channel is closed as "session gone", so an
+  // agent whose session ended here stops sending into it.
   const refusals = "ztna_connector_session_refusals_total";
-  assert.equal(await count(refusals, 'reason="not_initial"'), 2);
+  const announce = () =>
+    sessions.announce(relay, {
+      type: "channel",
+      channel: 7,
+      agent: "agent-1",
+      session: SESSION,
+      services: ["db"],
+    });
+  for (const [i, size] of [100, 1300].entries()) {
+    sessions.packet(relay, packet(ChannelPacketType.DATA, 7, size));
+    assert.equal(await count(refusals, 'reason="not_initial"'), i + 1);
+    assert.deepEqual(relay.sent.at(-1), {
+      type: "channel_closed",
+      channel: 7,
+      reason: SESSION_GONE,
+    });
+    sessions.packet(relay, packet(ChannelPacketType.DATA, 7, size));
+    assert.equal(await count(refusals, 'reason="not_initial"'), i + 1, "told once");
+    announce();
+  }
   // A PONG for a channel whose session never started costs nothing.
   sessions.packet(relay, packet(ChannelPacketType.PONG, 7, 8));
   assert.equal(sessions.count(), 0);
 
   // Another relay's channel 7 is not this one.
   sessions.packet(fakeRelay(), packet(ChannelPacketType.DATA, 7, 1300));
-  assert.equal(await count(packets, 'outcome="unknown_channel"'), 2);
+  // (Two more above: the packets after each "session gone".)
+  assert.equal(await count(packets, 'outcome="unknown_channel"'), 4);
 
   // Closed, or its relay gone: the id means nothing any more.
   sessions.closed(relay, 7);
   sessions.packet(relay, packet(ChannelPacketType.DATA, 7, 1300));
-  assert.equal(await count(packets, 'outcome="unknown_channel"'), 3);
+  assert.equal(await count(packets, 'outcome="unknown_channel"'), 5);
   sessions.announce(relay, {
     type: "channel",
     channel: 9,
@@ -108,5 +128,5 @@ Deno.test("connector sessions: hostile channel traffic is dropped and counted, n
   });
   sessions.relayDown(relay);
   sessions.packet(relay, packet(ChannelPacketType.DATA, 9, 1300));
-  assert.equal(await count(packets, 'outcome="unknown_channel"'), 4);
+  assert.equal(await count(packets, 'outcome="unknown_channel"'), 6);
 });

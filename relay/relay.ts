@@ -19,7 +19,11 @@ import type {
   RefusedReason,
   ServiceProtocol,
 } from "../shared/protocol/control.ts";
-import { PRE_AUTH_MAX_FRAME_BYTES, PROTOCOL_VERSION } from "../shared/protocol/control.ts";
+import {
+  PRE_AUTH_MAX_FRAME_BYTES,
+  PROTOCOL_VERSION,
+  SESSION_GONE,
+} from "../shared/protocol/control.ts";
 import { parseDatagram, rewriteFlow } from "../shared/protocol/datagram.ts";
 import { StreamCode } from "../shared/protocol/stream_header.ts";
 import { varintLength, varintLengthAt } from "../shared/protocol/varint.ts";
@@ -493,7 +497,10 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
         return;
       case "channel_closed": {
         const channel = channels.byId(session, message.channel);
-        if (channel !== undefined) closeChannel(channel, "closed by peer", session);
+        // A connector's "the session is gone" reaches the agent as it is; other reasons are
+        // the peer's text, not passed on.
+        const reason = message.reason === SESSION_GONE ? SESSION_GONE : "closed by peer";
+        if (channel !== undefined) closeChannel(channel, reason, session);
         return;
       }
       case "opened":

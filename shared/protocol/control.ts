@@ -172,6 +172,12 @@ export const channelReadySchema = z.strictObject({
   type: z.literal("channel_ready"),
   channel: channelIdSchema,
 });
+/**
+ * The `channel_closed` reason of a connector that got packets for a session it does not have
+ * (any more): the agent ends that session instead of moving it.
+ */
+export const SESSION_GONE = "session_gone";
+
 /** `channel_closed`: the sender removed channel `channel` (the receiver's side id). */
 export const channelClosedSchema = z.strictObject({
   type: z.literal("channel_closed"),

@@ -6,8 +6,12 @@
  * and logged on the refusing side, and the product's own flows carry on.
  */
 import assert from "node:assert/strict";
-import type { ControlMessage } from "../../shared/protocol/control.ts";
-import { ChannelPacketType, readChannelId } from "../../shared/protocol/channel_packet.ts";
+import { type ControlMessage, SESSION_GONE } from "../../shared/protocol/control.ts";
+import {
+  ChannelPacketType,
+  readChannelId,
+  writeChannelHeader,
+} from "../../shared/protocol/channel_packet.ts";
 import { type ControlChannel, createControlChannel } from "../../shared/control_channel.ts";
 import {
   acceptE2eSession,
@@ -408,6 +412,29 @@ Deno.test("e2e attacks: an agent opening a flow id it already uses is refused; t
     );
   } finally {
     wired.session?.conn.close(0, "done");
+    await stage.stop();
+  }
+});
+
+Deno.test("e2e sessions: packets for a session the connector does not have close the channel as session_gone", async () => {
+  const stage = await startStage();
+  const { trio } = stage;
+  const port = portOf(trio.relayAddress);
+  try {
+    const peer = await dialPeer({ relayPort: port, tls: trio.pki.tls("agent-2") });
+    const path = await openChannel(peer, port, "vault");
+    // A 1-RTT-sized packet that is no Initial: what an agent sends after the connector's end
+    // of its session is gone (ended there, e.g. by its idle timeout).
+    const packet = new Uint8Array(1300).map((_, i) => (i * 13) & 0xff);
+    writeChannelHeader(packet, ChannelPacketType.DATA, path.channel);
+    peer.conn.socket.send(packet, path.target);
+    const closed = await peer.next(isType("channel_closed"));
+    assert.equal(closed.channel, path.channel);
+    assert.equal(closed.reason, SESSION_GONE);
+    const samples = await scrape(String(trio.connector.ready.metrics));
+    assert.equal(metric(samples, 'ztna_connector_session_refusals_total{reason="not_initial"}'), 1);
+    await agentStillServes(trio);
+  } finally {
     await stage.stop();
   }
 });
