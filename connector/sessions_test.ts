@@ -66,13 +66,15 @@ const SESSION = "0123456789abcdef0123456789abcdef";
 Deno.test("connector sessions: hostile channel traffic is dropped and counted, never starts a session", async () => {
   const { sessions, count } = table();
   const relay = fakeRelay();
-  sessions.announce(relay, {
-    type: "channel",
-    channel: 7,
-    agent: "agent-1",
-    session: SESSION,
-    services: ["db"],
-  });
+  const announce = () =>
+    sessions.announce(relay, {
+      type: "channel",
+      channel: 7,
+      agent: "agent-1",
+      session: SESSION,
+      services: ["db"],
+    });
+  announce();
   assert.deepEqual(relay.sent, [{ type: "channel_ready", channel: 7 }]);
 
   const packets = "ztna_connector_channel_packets_total";
@@ -86,14 +88,6 @@ Deno.test("connector sessions: hostile channel traffic is dropped and counted, n
   // garbage of Initial size): counted, and the channel is closed as "session gone", so an
   // agent whose session ended here stops sending into it.
   const refusals = "ztna_connector_session_refusals_total";
-  const announce = () =>
-    sessions.announce(relay, {
-      type: "channel",
-      channel: 7,
-      agent: "agent-1",
-      session: SESSION,
-      services: ["db"],
-    });
   for (const [i, size] of [100, 1300].entries()) {
     sessions.packet(relay, packet(ChannelPacketType.DATA, 7, size));
     assert.equal(await count(refusals, 'reason="not_initial"'), i + 1);

@@ -648,18 +648,8 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
   ): OpenDecision<Session> {
     if (draining) return { reason: "draining", message: "relay is draining; reconnect elsewhere" };
     const rule = policy.ruleFor("agent", service);
-    const policySpan = span.child("relay.policy_decision", { "ztna.rule": rule });
-    const allowed = policy.mayOpen(agent.identity, service);
-    policySpan.set({ "ztna.allowed": allowed });
-    policySpan.end(allowed ? undefined : "forbidden");
-    if (!allowed) {
-      metrics.authFailures.inc({ reason: "open_forbidden" });
-      agent.log.warn("flow refused by policy", { service, rule, ...span.logFields });
-      return {
-        reason: "forbidden",
-        message: `identity "${agent.identity}" may not use service "${service}"`,
-        rule,
-      };
+    if (!policyAllows(agent, service, rule, span, "flow")) {
+      return { reason: "forbidden", message: forbiddenText(agent, service), rule };
     }
     if (protocol === "udp" && agent.conn.maxDatagramSize() === null) {
       return {
@@ -690,6 +680,32 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     choiceSpan.set({ "ztna.connector": connector.identity });
     choiceSpan.end();
     return { connector, rule };
+  }
+
+  /**
+   * Whether the policy lets `agent` use `service`, traced as `relay.policy_decision` under
+   * `span`; a refusal is counted and logged (`what` names what was asked for).
+   */
+  function policyAllows(
+    agent: Session,
+    service: string,
+    rule: string,
+    span: FlowSpan,
+    what: "flow" | "session",
+  ): boolean {
+    const policySpan = span.child("relay.policy_decision", { "ztna.rule": rule });
+    const allowed = policy.mayOpen(agent.identity, service);
+    policySpan.set({ "ztna.allowed": allowed });
+    policySpan.end(allowed ? undefined : "forbidden");
+    if (!allowed) {
+      metrics.authFailures.inc({ reason: "open_forbidden" });
+      agent.log.warn(`${what} refused by policy`, { service, rule, ...span.logFields });
+    }
+    return allowed;
+  }
+
+  function forbiddenText(agent: Session, service: string): string {
+    return `identity "${agent.identity}" may not use service "${service}"`;
   }
 
   function openFromAgent(agent: Session, message: OpenMessage): void {
@@ -917,19 +933,9 @@ export function startRelay(config: RelayConfig, deps: RelayDeps): Relay {
     };
     if (draining) return refuseChannel("draining", "relay is draining; reconnect elsewhere");
     const started = performance.now();
-    const policySpan = span.child("relay.policy_decision", { "ztna.rule": rule });
-    const allowed = policy.mayOpen(agent.identity, service);
+    const allowed = policyAllows(agent, service, rule, span, "session");
     metrics.policyDecision.observe((performance.now() - started) / 1000);
-    policySpan.set({ "ztna.allowed": allowed });
-    policySpan.end(allowed ? undefined : "forbidden");
-    if (!allowed) {
-      metrics.authFailures.inc({ reason: "open_forbidden" });
-      agent.log.warn("session refused by policy", { service, ...span.logFields });
-      return refuseChannel(
-        "forbidden",
-        `identity "${agent.identity}" may not use service "${service}"`,
-      );
-    }
+    if (!allowed) return refuseChannel("forbidden", forbiddenText(agent, service));
     // Only connectors that said `hello.instance` speak channels; others never hear `channel`.
     const usable = (s: Session) =>
       !s.retiring && s.instance !== undefined &&
