@@ -65,8 +65,6 @@ export interface AgentSessions {
   packet(relay: RelaySession, packet: Uint8Array): void;
   /** The connector of `session` drains: its flows run on, new ones go elsewhere. */
   retire(session: FlowSession): void;
-  /** Established sessions. */
-  count(): number;
   /** Live state for `/health`. */
   health(): Record<string, unknown>[];
   /** Closes every session (drain). */
@@ -373,7 +371,6 @@ export function createAgentSessions(options: AgentSessionsOptions): AgentSession
         logger.info("connector draining: new flows go to another", { connector: entry.connector });
       }
     },
-    count: () => [...entries].filter((e) => e.up).length,
     health: () =>
       [...entries].map((entry) => ({
         connector: entry.connector,
