@@ -4,6 +4,7 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import {
   type ComponentProcess,
@@ -249,4 +250,30 @@ export function startTcpServer(
       await Promise.allSettled([...conns]);
     },
   };
+}
+
+/** Connects to an echoing TCP forward and checks one round trip. */
+export async function connectAndPing(port: number): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const ping = new TextEncoder().encode("ping");
+  await writeAll(conn, ping);
+  const echoed = new Uint8Array(4);
+  let got = 0;
+  while (got < 4) {
+    const n = await withTimeout(conn.read(echoed.subarray(got)), 5000, "the echo");
+    assert.ok(n !== null, "the connection ended before the echo");
+    got += n;
+  }
+  assert.deepEqual(echoed, ping);
+  return conn;
+}
+
+/** Waits (5 s at most) for the agent to end `conn`: EOF or a reset. */
+export async function connectionEnds(conn: Deno.TcpConn): Promise<void> {
+  const end = await withTimeout(
+    conn.read(new Uint8Array(16)).then((n) => n, () => "error"),
+    5000,
+    "the connection to end",
+  );
+  assert.ok(end === null || end === "error", `the connection still reads ${end}`);
 }

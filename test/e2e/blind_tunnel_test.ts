@@ -19,6 +19,8 @@ import {
 import { startFaultTunnel } from "../_support/fault_util.ts";
 import { numberedStream } from "../_support/ops_util.ts";
 import {
+  connectAndPing,
+  connectionEnds,
   echoTcp,
   patternChunks,
   patternSha256,
@@ -176,35 +178,6 @@ Deno.test("blind tunnel: SIGTERM, then SIGKILL of the carrying relay; a 200 MiB 
   }
 });
 
-/** Waits for `conn` to end (EOF or error), discarding what it still reads. */
-async function ended(conn: Deno.Conn): Promise<void> {
-  const buffer = new Uint8Array(64);
-  await withTimeout(
-    (async () => {
-      for (;;) {
-        const n = await conn.read(buffer).catch(() => null);
-        if (n === null) return;
-      }
-    })(),
-    5000,
-    "the connection to end",
-  );
-}
-
-/** A TCP round trip through `port`; returns the connection, still open. */
-async function tcpPing(port: number): Promise<Deno.TcpConn> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await writeAll(conn, new TextEncoder().encode("ping"));
-  const back = new Uint8Array(4);
-  for (let got = 0; got < 4;) {
-    const n = await withTimeout(conn.read(back.subarray(got)), 5000, "tcp echo");
-    if (n === null) throw new Error("closed before the echo");
-    got += n;
-  }
-  assert.equal(new TextDecoder().decode(back), "ping");
-  return conn;
-}
-
 /** A UDP round trip from `socket` through `port`; true when the echo came back in time. */
 async function udpPing(socket: Deno.DatagramConn, port: number, ms = 2000): Promise<boolean> {
   await socket.send(new Uint8Array([1, 2, 3]), { transport: "udp", hostname: "127.0.0.1", port });
@@ -251,13 +224,13 @@ Deno.test("blind tunnel: a revocation ends UDP and TCP flows at once; the connec
   try {
     // The relay revokes agent-1: the connector hears the empty grant and ends both flows.
     assert.ok(await udpPing(socket, udpPort, 5000), "udp before the revocation");
-    let conn = await tcpPing(tcpPort);
+    let conn = await connectAndPing(tcpPort);
     await reconfigure(relay, (c) => {
       c.services.echo.agents = ["agent-2"];
       c.services.tcpecho.agents = ["agent-2"];
     });
     const revokedAt = performance.now();
-    await ended(conn);
+    await connectionEnds(conn);
     await waitFor("both flows ended at the agent", flowsGone, 5000);
     const relayRevokeMs = performance.now() - revokedAt;
     conn.close();
@@ -269,14 +242,14 @@ Deno.test("blind tunnel: a revocation ends UDP and TCP flows at once; the connec
       c.services.tcpecho.agents = ["agent-1", "agent-2"];
     });
     await waitFor("udp through a new session", () => udpPing(socket, udpPort, 1000), 10_000);
-    conn = await tcpPing(tcpPort);
+    conn = await connectAndPing(tcpPort);
 
     // The connector's own allowlist now serves agent-2 only; the relay still grants agent-1.
     await reconfigure(connector, (c) => {
       c.agents = { echo: ["agent-2"], tcpecho: ["agent-2"] };
     });
     const restrictedAt = performance.now();
-    await ended(conn);
+    await connectionEnds(conn);
     await waitFor("both flows ended at the agent", flowsGone, 5000);
     const connectorRevokeMs = performance.now() - restrictedAt;
     conn.close();
@@ -284,7 +257,7 @@ Deno.test("blind tunnel: a revocation ends UDP and TCP flows at once; the connec
     assert.equal(await udpPing(socket, udpPort, 1000), false, "a fresh udp flow");
     const fresh = await Deno.connect({ hostname: "127.0.0.1", port: tcpPort });
     await writeAll(fresh, new TextEncoder().encode("ping"));
-    await ended(fresh);
+    await connectionEnds(fresh);
     fresh.close();
     const c = await scrape(String(connector.ready.metrics));
     assert.ok(metric(c, 'ztna_connector_grant_refusals_total{service="tcpecho"}') >= 1);

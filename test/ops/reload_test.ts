@@ -10,11 +10,11 @@ import { relayConfig, startTunnel } from "../_support/trio.ts";
 import { waitFor } from "../_support/wait.ts";
 import { numberedStream, startAgent, startConnector } from "../_support/ops_util.ts";
 import {
+  connectAndPing,
+  connectionEnds,
   echoTcp,
   startTcpServer,
   startTcpTunnel,
-  withTimeout,
-  writeAll,
 } from "../_support/tcp_util.ts";
 
 Deno.test("reload: SIGHUP with a policy that removes an agent closes its flows; an invalid file changes nothing", async () => {
@@ -148,32 +148,6 @@ Deno.test("reload: SIGHUP on a connector withdraws a removed service and closes 
     await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
   }
 });
-
-/** Connects to an echoing TCP forward and checks one round trip. */
-async function connectAndPing(port: number): Promise<Deno.TcpConn> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const ping = new TextEncoder().encode("ping");
-  await writeAll(conn, ping);
-  const echoed = new Uint8Array(4);
-  let got = 0;
-  while (got < 4) {
-    const n = await withTimeout(conn.read(echoed.subarray(got)), 5000, "the echo");
-    assert.ok(n !== null, "the connection ended before the echo");
-    got += n;
-  }
-  assert.deepEqual(echoed, ping);
-  return conn;
-}
-
-/** Waits (5 s at most) for the agent to end `conn`: EOF or a reset. */
-async function connectionEnds(conn: Deno.TcpConn): Promise<void> {
-  const end = await withTimeout(
-    conn.read(new Uint8Array(16)).then((n) => n, () => "error"),
-    5000,
-    "the connection to end",
-  );
-  assert.ok(end === null || end === "error", `the connection still reads ${end}`);
-}
 
 Deno.test("reload: revoking an agent's TCP service resets its open TCP connections at both ends", async () => {
   const backend = startTcpServer(echoTcp);
